@@ -1,0 +1,41 @@
+"""jaxcnn: classic convolutional networks in JAX/Flax.
+
+The public API: `create_model`, `list_models`, `count_params`, plus the subpackages
+`jaxcnn.train`, `jaxcnn.data`, `jaxcnn.pretrained` and `jaxcnn.similarity`.
+"""
+
+from jaxcnn.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    InputError,
+    JaxcnnError,
+    OfflineError,
+    TrainingError,
+    UnknownModelError,
+)
+from jaxcnn.models import (
+    count_params,
+    create_model,
+    get_model_spec,
+    init_variables,
+    list_models,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "InputError",
+    "JaxcnnError",
+    "OfflineError",
+    "TrainingError",
+    "UnknownModelError",
+    "count_params",
+    "create_model",
+    "get_model_spec",
+    "init_variables",
+    "list_models",
+]

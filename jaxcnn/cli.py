@@ -1,0 +1,49 @@
+"""The `jaxcnn` command. Each subpackage adds its own subcommands through an
+`add_commands(subparsers)` function, listed in COMMAND_MODULES."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jaxcnn.errors import JaxcnnError
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _list_models(args: argparse.Namespace) -> int:
+    from jaxcnn.models import get_model_spec, list_models
+
+    for name in list_models(args.pattern, task=args.task):
+        spec = get_model_spec(name)
+        h, w, c = spec.input_shape
+        print(f"{name:24s} {spec.family:12s} {spec.task:15s} {h}x{w}x{c}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    models = sub.add_parser("models", help="list the registered models")
+    models.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'resnet*'")
+    models.add_argument("--task", default=None, help="classification, segmentation, ...")
+    models.set_defaults(func=_list_models)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jaxcnn` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except JaxcnnError as err:
+        print(f"jaxcnn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

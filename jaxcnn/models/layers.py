@@ -1,0 +1,201 @@
+"""Blocks shared by several families, written to match PyTorch's semantics exactly
+(padding, ceil-mode pooling, adaptive pooling, LRN, BatchNorm momentum) so that converted
+torchvision weights give the same outputs."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn.errors import InputError
+
+ModuleDef = Any
+Dtype = Any
+
+# PyTorch's BatchNorm momentum 0.1 (new = 0.9 old + 0.1 batch) is flax's momentum=0.9.
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(
+    train: bool, *, dtype: Dtype, param_dtype: Dtype, epsilon: float = 1e-5
+) -> Callable[..., nn.BatchNorm]:
+    """BatchNorm factory with PyTorch's defaults; statistics in the `batch_stats` collection."""
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def check_input(
+    x: jax.Array, *, model: str, channels: int | None, min_size: int
+) -> None:
+    """Raise `InputError` unless `x` is a float NHWC batch with `channels` channels and
+    H, W >= `min_size`. Runs at trace time (shapes and dtypes are static)."""
+    expected = f"[batch, H, W, {channels if channels else 'C'}] with H, W >= {min_size}"
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 4:
+        hint = " Add a batch axis with x[None]." if len(shape) == 3 else ""
+        raise InputError(
+            f"{model} expects a rank-4 NHWC float array {expected}; got shape {shape}.{hint}"
+        )
+    dtype = jnp.dtype(x.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise InputError(
+            f"{model} expects floating-point pixels, got dtype {dtype}. Integer images are "
+            f"never cast silently: convert them with x.astype('float32') / 255 and normalize "
+            f"(jaxcnn.data.normalize_images does both)."
+        )
+    if channels is not None and shape[-1] != channels:
+        hint = ""
+        if shape[1] == channels and shape[-1] != channels:
+            hint = " It looks like NCHW: transpose with x.transpose(0, 2, 3, 1)."
+        raise InputError(
+            f"{model} expects {channels} input channel(s) {expected}; got shape {shape}.{hint}"
+        )
+    if shape[1] < min_size or shape[2] < min_size:
+        raise InputError(
+            f"{model} needs inputs of at least {min_size}x{min_size} pixels {expected}; got "
+            f"shape {shape}. Resize the images (jax.image.resize) before calling the model."
+        )
+
+
+def _pool_out_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size, including its ceil-mode rule that the last window
+    must start inside the input or the left padding."""
+    span = size + 2 * padding - window
+    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def max_pool(
+    x: jax.Array,
+    window: int,
+    stride: int,
+    padding: int = 0,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """`torch.nn.MaxPool2d(window, stride, padding, ceil_mode)` on NHWC input."""
+    pads = []
+    for size in x.shape[1:3]:
+        out = _pool_out_size(size, window, stride, padding, ceil_mode)
+        extra = max(0, (out - 1) * stride + window - size - 2 * padding)
+        pads.append((padding, padding + extra))
+    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+
+
+def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
+    """`torch.nn.AdaptiveAvgPool2d(output_size)` on NHWC input: cell i averages rows
+    floor(i*H/out) .. ceil((i+1)*H/out), also when H is not a multiple of out."""
+    _, height, width, _ = x.shape
+    out_h, out_w = output_size
+    if (out_h, out_w) == (1, 1):
+        return jnp.mean(x, axis=(1, 2), keepdims=True)
+    if height % out_h == 0 and width % out_w == 0:
+        kh, kw = height // out_h, width // out_w
+        return nn.avg_pool(x, (kh, kw), (kh, kw))
+    rows = _adaptive_matrix(height, out_h)  # [out_h, H]
+    cols = _adaptive_matrix(width, out_w)  # [out_w, W]
+    y = jnp.einsum("ph,nhwc->npwc", rows.astype(x.dtype), x)
+    return jnp.einsum("qw,npwc->npqc", cols.astype(x.dtype), y)
+
+
+def _adaptive_matrix(size: int, out: int) -> np.ndarray:
+    matrix = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """Flatten all but the batch axis (NHWC order: converters permute torch's CHW weights)."""
+    return x.reshape((x.shape[0], -1))
+
+
+class LocalResponseNorm(nn.Module):
+    """`torch.nn.LocalResponseNorm`: x / (k + alpha/size * sum of squares over `size`
+    neighbouring channels) ** beta, as in AlexNet (2012), section 3.3."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        squared = jnp.square(x.astype(jnp.float32))
+        before, after = self.size // 2, (self.size - 1) // 2
+        padded = jnp.pad(squared, ((0, 0), (0, 0), (0, 0), (before, after)))
+        window_sum = jax.lax.reduce_window(
+            padded, 0.0, jax.lax.add, (1, 1, 1, self.size), (1, 1, 1, 1), "VALID"
+        )
+        denom = (self.k + self.alpha / self.size * window_sum) ** self.beta
+        return (x / denom).astype(x.dtype)
+
+
+class Classifier(nn.Module):
+    """Base of every classifier: subclasses define a compact `features(x, train)` returning
+    named stages, "pre_logits" and "logits"; `__call__` returns the logits (with
+    `num_classes=0`, the pooled "pre_logits" embedding, as in timm)."""
+
+    def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.features(x, train=train)["logits"]
+
+
+class ConvBNAct(nn.Module):
+    """Conv (no bias) + BatchNorm + activation: torchvision's `BasicConv2d` and
+    `Conv2dNormActivation`."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    padding: int | None = None  # None: "same" padding for odd kernels, as torchvision
+    groups: int = 1
+    norm: ModuleDef = nn.BatchNorm
+    act: Callable[[jax.Array], jax.Array] | None = nn.relu
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pad = (self.kernel_size - 1) // 2 if self.padding is None else self.padding
+        x = nn.Conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            (self.strides, self.strides),
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=self.groups,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
+        x = self.norm(name="bn")(x)
+        return x if self.act is None else self.act(x)
+
+
+def classifier_head(
+    x: jax.Array, num_classes: int, *, dtype: Dtype, param_dtype: Dtype, name: str = "fc"
+) -> jax.Array:
+    """Final Dense layer with float32 logits (stable losses under bf16 compute); identity
+    when `num_classes == 0`."""
+    if num_classes == 0:
+        return x
+    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype, name=name)(x)
+    return logits.astype(jnp.float32)

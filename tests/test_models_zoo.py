@@ -1,0 +1,96 @@
+"""Properties every registered model must have, parametrized over `list_models()` so that a
+new model is tested without new code. Shapes and parameter counts use `jax.eval_shape`
+(no compute), so even ResNet-152 is checked in a fraction of a second."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxcnn
+from jaxcnn.models import abstract_variables, get_model_spec
+
+# Parameter counts (the `params` collection) from the foundation issue, i.e. torchvision's.
+EXPECTED_PARAMS = {
+    "lenet5": 61_706,
+}
+
+
+def _output_shape(name: str, batch: int = 2, **overrides):
+    spec = get_model_spec(name)
+    model = jaxcnn.create_model(name, **overrides)
+    variables = abstract_variables(model, spec.input_shape)
+    x = jax.ShapeDtypeStruct((batch, *spec.input_shape), jnp.float32)
+    return jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+
+
+@pytest.mark.parametrize("name", jaxcnn.list_models())
+def test_output_shape_matches_task(name):
+    spec = get_model_spec(name)
+    out = _output_shape(name)
+    if spec.task == "classification":
+        assert out.shape == (2, spec.num_classes)
+        assert out.dtype == jnp.float32
+    elif spec.task == "segmentation":
+        assert out.shape == (2, *spec.input_shape[:2], spec.num_classes)
+    elif spec.task == "reconstruction":
+        assert out.shape == (2, *spec.input_shape)
+    else:
+        assert out.ndim == 2 and out.shape[0] == 2
+
+
+@pytest.mark.parametrize("name", jaxcnn.list_models(task="classification"))
+def test_classifier_num_classes_override_and_features(name):
+    spec = get_model_spec(name)
+    assert _output_shape(name, num_classes=7).shape == (2, 7)
+    pooled = _output_shape(name, num_classes=0)
+    assert pooled.ndim == 2
+    model = jaxcnn.create_model(name)
+    variables = abstract_variables(model, spec.input_shape)
+    x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
+    feats = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, method=model.features), variables, x
+    )
+    assert "pre_logits" in feats and "logits" in feats
+    assert feats["pre_logits"].shape[1:] == pooled.shape[1:]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_param_count_matches_reference(name):
+    spec = get_model_spec(name)
+    variables = abstract_variables(jaxcnn.create_model(name), spec.input_shape)
+    assert jaxcnn.count_params(variables) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", jaxcnn.list_models())
+def test_rejects_wrong_rank_channels_dtype_and_size(name):
+    spec = get_model_spec(name)
+    model = jaxcnn.create_model(name)
+    h, w, c = spec.input_shape
+    variables = abstract_variables(model, spec.input_shape)
+    bad_inputs = {
+        "rank": jax.ShapeDtypeStruct((h, w, c), jnp.float32),
+        "channels": jax.ShapeDtypeStruct((1, h, w, c + 1), jnp.float32),
+        "dtype": jax.ShapeDtypeStruct((1, h, w, c), jnp.uint8),
+        "size": jax.ShapeDtypeStruct(
+            (1, spec.min_input_size - 1, spec.min_input_size - 1, c), jnp.float32
+        ),
+    }
+    for problem, x in bad_inputs.items():
+        with pytest.raises(jaxcnn.InputError) as info:
+            jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+        assert "expect" in str(info.value) or "need" in str(info.value), problem
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(jaxcnn.UnknownModelError, match="lenet5"):
+        jaxcnn.create_model("lenet")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(jaxcnn.ConfigError, match="no_such_option"):
+        jaxcnn.create_model("lenet5", no_such_option=3)
+
+
+def test_count_params_ignores_batch_stats():
+    params = {"w": jnp.zeros((3, 4))}
+    assert jaxcnn.count_params({"params": params, "batch_stats": {"m": jnp.zeros(100)}}) == 12
