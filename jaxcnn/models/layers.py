@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +145,16 @@ class LocalResponseNorm(nn.Module):
         )
         denom = (self.k + self.alpha / self.size * window_sum) ** self.beta
         return (x / denom).astype(x.dtype)
+
+
+@flax.struct.dataclass
+class AuxOutputs:
+    """Training-time output of networks with auxiliary classifiers (GoogLeNet): the loss is
+    `ce(logits) + aux_weight * sum(ce(a) for a in aux_logits)`."""
+
+    logits: jax.Array
+    aux_logits: tuple[jax.Array, ...]
+    aux_weight: float = flax.struct.field(pytree_node=False, default=0.3)
 
 
 class Classifier(nn.Module):
