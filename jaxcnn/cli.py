@@ -9,7 +9,7 @@ import sys
 
 from jaxcnn.errors import JaxcnnError
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli",)
 
 
 def _list_models(args: argparse.Namespace) -> int:

@@ -12,6 +12,16 @@ from jaxcnn.models import abstract_variables, get_model_spec
 # Parameter counts (the `params` collection) from the foundation issue, i.e. torchvision's.
 EXPECTED_PARAMS = {
     "lenet5": 61_706,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "wide_resnet50_2": 68_883_240,
+    "resnext50_32x4d": 25_028_904,
+    "mobilenet_v1": 4_231_976,
+    "mobilenet_v2": 3_504_872,
+    "conv_autoencoder": 140_594,  # + 256 BN statistics = Keras' 140,850 total
 }
 
 

@@ -1,6 +1,14 @@
 """The model zoo: importing this package registers every family."""
 
-from jaxcnn.models import lenet  # noqa: F401  (registers models)
+from jaxcnn.models import (  # noqa: F401  (importing a family registers its models)
+    autoencoder,
+    lenet,
+    mobilenet,
+    resnet,
+    siamese,
+    small_cnn,
+    unet,
+)
 from jaxcnn.models.registry import (
     ModelSpec,
     abstract_variables,

@@ -180,6 +180,7 @@ class ConvBNAct(nn.Module):
     groups: int = 1
     norm: ModuleDef = nn.BatchNorm
     act: Callable[[jax.Array], jax.Array] | None = nn.relu
+    kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -193,6 +194,7 @@ class ConvBNAct(nn.Module):
             padding=((pad, pad), (pad, pad)),
             feature_group_count=self.groups,
             use_bias=False,
+            kernel_init=self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv",

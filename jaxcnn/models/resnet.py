@@ -1,0 +1,247 @@
+"""ResNet (He et al., 2015, "Deep Residual Learning for Image Recognition") in the v1.5 form
+of torchvision's `torchvision/models/resnet.py`: the stride of a bottleneck sits on its 3x3
+conv, shortcuts are identities except where the shape changes (then conv1x1 + BN), BN eps
+1e-5, convs initialised Kaiming-normal with fan_out, last BN gamma of each block at 1
+(torchvision's default `zero_init_residual=False`). Also Wide ResNet (Zagoruyko & Komodakis,
+2016) and ResNeXt (Xie et al., 2017) through `groups` and `width_per_group`.
+
+Two options beyond torchvision: `stem="cifar"` (3x3 stride-1 stem and no max-pool, for 32x32
+inputs, as in section 4.2 of the paper) and `skip=False` (the "plain" network of the same
+depth, with no shortcut at all, for the paper's degradation experiment).
+
+Submodule names mirror torchvision's state_dict so conversion is mechanical:
+`layer1.0.downsample.1.running_mean` -> `batch_stats/layer1_0/downsample_1/mean`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcnn.errors import ConfigError
+from jaxcnn.models.layers import (
+    Classifier,
+    Dtype,
+    ModuleDef,
+    batch_norm,
+    check_input,
+    classifier_head,
+    max_pool,
+)
+from jaxcnn.models.registry import register_model
+
+# torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv_layer(
+    features: int,
+    kernel: int,
+    strides: int = 1,
+    *,
+    groups: int = 1,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    name: str,
+) -> nn.Conv:
+    """A bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2 and Kaiming init."""
+    pad = (kernel - 1) // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        (strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=False,
+        kernel_init=kaiming_fan_out,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def _shortcut(
+    x: jax.Array, features: int, strides: int, conv: ModuleDef, norm: ModuleDef
+) -> jax.Array:
+    """Identity, or torchvision's `downsample` (conv1x1 + BN) where the shape changes."""
+    if strides == 1 and x.shape[-1] == features:
+        return x
+    x = conv(features, 1, strides, name="downsample_0")(x)
+    return norm(name="downsample_1")(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34); `filters` output channels."""
+
+    filters: int
+    conv: ModuleDef
+    norm: ModuleDef
+    strides: int = 1
+    groups: int = 1
+    width_per_group: int = 64
+    skip: bool = True
+
+    expansion: ClassVar[int] = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.groups != 1 or self.width_per_group != 64:
+            # torchvision raises the same: grouped/wide variants exist only for bottlenecks.
+            raise ConfigError(
+                "BasicBlock supports only groups=1 and width_per_group=64, got "
+                f"groups={self.groups}, width_per_group={self.width_per_group}; use "
+                "block_cls=Bottleneck for ResNeXt / Wide ResNet."
+            )
+        y = self.conv(self.filters, 3, self.strides, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, 3, name="conv2")(y)
+        y = self.norm(name="bn2")(y)
+        if self.skip:
+            y = y + _shortcut(x, self.filters, self.strides, self.conv, self.norm)
+        return nn.relu(y)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (stride here: v1.5), 1x1 expand to `4 * filters` channels."""
+
+    filters: int
+    conv: ModuleDef
+    norm: ModuleDef
+    strides: int = 1
+    groups: int = 1
+    width_per_group: int = 64
+    skip: bool = True
+
+    expansion: ClassVar[int] = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = int(self.filters * (self.width_per_group / 64.0)) * self.groups
+        out_features = self.filters * self.expansion
+        y = self.conv(width, 1, name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(out_features, 1, name="conv3")(y)
+        y = self.norm(name="bn3")(y)
+        if self.skip:
+            y = y + _shortcut(x, out_features, self.strides, self.conv, self.norm)
+        return nn.relu(y)
+
+
+class ResNet(Classifier):
+    """ResNet as data: `stage_sizes` blocks of `block_cls` per stage; stage i has
+    `num_filters * 2**i` filters (times the block's expansion) and stride 2 except stage 1."""
+
+    stage_sizes: tuple[int, ...]
+    block_cls: ModuleDef = BasicBlock
+    num_classes: int = 1000
+    num_filters: int = 64
+    groups: int = 1
+    width_per_group: int = 64
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "cifar": 3x3/1 conv
+    skip: bool = True  # False: the "plain" network, no shortcuts at all
+    in_channels: int = 3
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest H (= W) for which the last stage is at least 1x1 without padding only."""
+        stem_stride = {"imagenet": 4, "cifar": 1}[self.stem]
+        return stem_stride * 2 ** (len(self.stage_sizes) - 1)
+
+    @nn.compact
+    def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+        if self.stem not in ("imagenet", "cifar"):
+            raise ConfigError(f"ResNet stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+        check_input(x, model="ResNet", channels=self.in_channels, min_size=self.min_input_size)
+        conv = partial(conv_layer, dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=1e-5)
+        out = {}
+        if self.stem == "imagenet":
+            x = conv(self.num_filters, 7, 2, name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+            x = max_pool(x, 3, 2, padding=1)
+        else:
+            x = conv(self.num_filters, 3, 1, name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+        out["stem"] = x
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                x = self.block_cls(
+                    filters=self.num_filters * 2**i,
+                    strides=2 if i > 0 and j == 0 else 1,
+                    groups=self.groups,
+                    width_per_group=self.width_per_group,
+                    skip=self.skip,
+                    conv=conv,
+                    norm=norm,
+                    name=f"layer{i + 1}_{j}",
+                )(x)
+            out[f"stage{i + 1}"] = x
+        x = out["pre_logits"] = jnp.mean(x, axis=(1, 2))
+        out["logits"] = classifier_head(
+            x, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"
+        )
+        return out
+
+
+def _resnet(stage_sizes: tuple[int, ...], block_cls: ModuleDef, **kwargs) -> ResNet:
+    return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)
+
+
+_register = partial(register_model, family="resnet", input_shape=(224, 224, 3), min_input_size=32)
+
+
+@_register()
+def resnet18(**kwargs) -> ResNet:
+    """ResNet-18: 11,689,512 parameters."""
+    return _resnet((2, 2, 2, 2), BasicBlock, **kwargs)
+
+
+@_register()
+def resnet34(**kwargs) -> ResNet:
+    """ResNet-34: 21,797,672 parameters."""
+    return _resnet((3, 4, 6, 3), BasicBlock, **kwargs)
+
+
+@_register()
+def resnet50(**kwargs) -> ResNet:
+    """ResNet-50 (v1.5): 25,557,032 parameters."""
+    return _resnet((3, 4, 6, 3), Bottleneck, **kwargs)
+
+
+@_register()
+def resnet101(**kwargs) -> ResNet:
+    """ResNet-101 (v1.5): 44,549,160 parameters."""
+    return _resnet((3, 4, 23, 3), Bottleneck, **kwargs)
+
+
+@_register()
+def resnet152(**kwargs) -> ResNet:
+    """ResNet-152 (v1.5): 60,192,808 parameters."""
+    return _resnet((3, 8, 36, 3), Bottleneck, **kwargs)
+
+
+@_register()
+def wide_resnet50_2(**kwargs) -> ResNet:
+    """Wide ResNet-50-2 (bottleneck width doubled): 68,883,240 parameters."""
+    return _resnet((3, 4, 6, 3), Bottleneck, **{"width_per_group": 128, **kwargs})
+
+
+@_register()
+def resnext50_32x4d(**kwargs) -> ResNet:
+    """ResNeXt-50 32x4d (grouped 3x3 convs): 25,028,904 parameters."""
+    return _resnet((3, 4, 6, 3), Bottleneck, **{"groups": 32, "width_per_group": 4, **kwargs})
+
+
+def _tiny_resnet(**kwargs) -> ResNet:
+    """Two one-block stages of 8 filters with the cifar stem: for fast tests, not registered."""
+    return ResNet(
+        **{"stage_sizes": (1, 1), "num_filters": 8, "stem": "cifar", "num_classes": 10, **kwargs}
+    )

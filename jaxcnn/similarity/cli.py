@@ -1,0 +1,271 @@
+"""`jaxcnn similarity`, `jaxcnn index` and `jaxcnn search`.
+
+    jaxcnn similarity A.jpg B.jpg                       # the lesson's table on raw pixels
+    jaxcnn similarity A.jpg B.jpg --model resnet18 --weights WORKDIR   # ... and on features
+    jaxcnn similarity a.jpg b.jpg c.jpg --heatmap sim.png   # pairwise matrix of a set
+    jaxcnn similarity --demo [--heatmap demo.png]       # offline: scikit-image photos
+    jaxcnn index photos/ --out photos.idx [--model resnet18 --weights W]
+    jaxcnn search photos.idx query.jpg -k 5 --grid top5.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcnn.errors import ConfigError, InputError
+from jaxcnn.similarity.features import make_extractor
+from jaxcnn.similarity.images import describe, list_images
+from jaxcnn.similarity.metrics import METRICS
+from jaxcnn.similarity.search import pairwise
+
+_ROW_NAMES = {"l1": "L1", "mse": "MSE", "cosine": "cosine", "ncc": "NCC"}
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    p.add_argument("--model", default=default_model,
+                   help="registered model for CNN features, or 'pixels' (raw pixels)")
+    p.add_argument("--weights", default=None,
+                   help="pretrained weights name/file or a training WORKDIR (default: random "
+                        "initialization, with a warning)")
+    p.add_argument("--layer", default="pre_logits", help="feature stage of the model")
+    p.add_argument("--size", type=int, default=32,
+                   help="raw-pixel mode: images are resized to SIZE x SIZE (default 32)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register the similarity subcommands on the `jaxcnn` parser."""
+    p = subparsers.add_parser(
+        "similarity", help="compare images: L1, MSE, cosine, NCC on raw pixels and features",
+        description="Print the Method | Similarity table (L1, MSE, cosine, NCC) for two images "
+                    "on raw pixels and, with --model, on CNN features; with more images, the "
+                    "pairwise matrix. --demo runs offline on scikit-image's photos.",
+    )
+    p.add_argument("images", nargs="*", help="two or more image files (or a directory)")
+    p.add_argument("--demo", action="store_true",
+                   help="rank scikit-image photos and transformed copies of the cat against it")
+    p.add_argument("--metric", default="cosine", choices=sorted(METRICS),
+                   help="metric of the heatmap / matrix (default cosine)")
+    p.add_argument("--heatmap", default=None, help="save the pairwise matrix as this image")
+    _add_model_args(p, None)
+    p.set_defaults(func=_cmd_similarity)
+
+    p = subparsers.add_parser(
+        "index", help="embed a folder of images into a searchable index (resumable)",
+    )
+    p.add_argument("directory", help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="index directory to create or extend")
+    p.add_argument("--chunk-size", type=int, default=256,
+                   help="images embedded between two saves (the resume granularity)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(p, "pixels")
+    p.set_defaults(func=_cmd_index)
+
+    p = subparsers.add_parser("search", help="top-k most similar indexed images to a query")
+    p.add_argument("index", help="index directory written by `jaxcnn index`")
+    p.add_argument("query", nargs="+", help="query image(s)")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--metric", default="cosine", choices=sorted(METRICS))
+    p.add_argument("--grid", default="retrieval_grid.png",
+                   help="retrieval grid image to save (query + top-k); '' to skip")
+    p.add_argument("--model", default=None, help="must match the index (default: the index's)")
+    p.add_argument("--weights", default=None, help="must match the index")
+    p.add_argument("--layer", default=None, help="must match the index")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_search)
+
+    p = subparsers.add_parser(
+        "siamese-eval", help="verification and N-way one-shot accuracy of a siamese workdir",
+        description="Evaluate a workdir trained with task=siamese on the classes it did not "
+                    "train on (task_kwargs.train_classes), against raw pixels.",
+    )
+    p.add_argument("workdir")
+    p.add_argument("--classes", type=int, nargs="*", default=None,
+                   help="labels to evaluate on (default: those not trained on)")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--n-way", type=int, nargs="+", default=[2, 3, 5])
+    p.add_argument("--pairs", type=int, default=2000, help="verification pairs")
+    p.add_argument("--episodes", type=int, default=2000, help="one-shot episodes per N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-baseline", action="store_true", help="skip the raw-pixel baseline")
+    p.set_defaults(func=_cmd_siamese_eval)
+
+
+# ----------------------------------------------------------------------------- similarity
+
+
+def _format_table(title: str, rows: list[tuple[str, float, bool]]) -> str:
+    lines = [title, "| Method | Similarity   | more similar when |",
+             "|--------|--------------|-------------------|"]
+    for name, value, higher in rows:
+        lines.append(f"| {name:6s} | {value:12.6g} | {'higher' if higher else 'lower (distance)':17s} |")
+    return "\n".join(lines)
+
+
+def similarity_table(emb: np.ndarray) -> list[tuple[str, float, bool]]:
+    """(method, value, higher_is_better) rows for the two embeddings emb[0], emb[1]."""
+    return [(_ROW_NAMES[name], float(m.fn(emb[0], emb[1])), m.higher_is_better)
+            for name, m in METRICS.items()]
+
+
+def _extractors(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """Raw pixels always; CNN features too when --model names a network."""
+    out = [(f"raw pixels ({args.size}x{args.size} RGB in [0, 1])", make_extractor("pixels",
+                                                                                size=args.size))]
+    if args.model and args.model != "pixels":
+        ext = make_extractor(args.model, args.weights, args.layer, batch_size=args.batch_size)
+        out.append((f"{args.model} features (layer {args.layer}, weights {ext.weights}, "
+                    f"dim {ext.dim})", ext))
+    return out
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    _check_model_args(args)
+    if args.demo:
+        return _run_demo(args)
+    images: list[Any] = []
+    for item in args.images:
+        images.extend(list_images(item) if Path(item).is_dir() else [item])
+    if len(images) < 2:
+        raise InputError(
+            f"`jaxcnn similarity` needs at least two images (or --demo); got {len(images)}."
+        )
+    labels = [Path(str(i)).name for i in images]
+    for title, ext in _extractors(args):
+        emb = ext(images)
+        if len(images) == 2:
+            print(_format_table(f"{labels[0]} vs {labels[1]}, {title}:", similarity_table(emb)))
+        else:
+            _print_matrix(title, args.metric, labels, np.asarray(pairwise(emb, emb, args.metric)))
+        print()
+    if args.heatmap:
+        _save_heatmaps(args, images, labels)
+    return 0
+
+
+def _print_matrix(title: str, metric: str, labels: list[str], matrix: np.ndarray) -> None:
+    print(f"{metric} matrix, {title}:")
+    width = max(len(label) for label in labels)
+    print(" " * width + "  " + " ".join(f"{i:>8d}" for i in range(len(labels))))
+    for i, label in enumerate(labels):
+        print(f"{label:>{width}s}  " + " ".join(f"{v:8.4g}" for v in matrix[i]))
+
+
+def _save_heatmaps(args: argparse.Namespace, images: list[Any], labels: list[str]) -> None:
+    from jaxcnn.similarity.plots import save_heatmap
+
+    extractors = _extractors(args)
+    for n, (title, ext) in enumerate(extractors):
+        emb = ext(images)
+        matrix = np.asarray(pairwise(emb, emb, args.metric))
+        out = Path(args.heatmap)
+        if n:  # one file per embedding: name.png, name.resnet18.png
+            out = out.with_name(f"{out.stem}.{ext.model_name}{out.suffix}")
+        save_heatmap(matrix, labels, out, title=f"{args.metric}, {title}")
+        print(f"saved {args.metric} heatmap ({title}) to {out}")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from jaxcnn.similarity.demo import QUERY, demo_images, rank_against_query, transformed_on_top
+
+    images = demo_images()
+    print(f"Demo: the other images ranked by similarity to {QUERY!r} (scikit-image's cat); "
+          "the transformed copies (flipped, cropped, brightened) should come first.\n")
+    failures = 0
+    for title, ext in _extractors(args):
+        print(f"== {title}")
+        for metric, ranking in rank_against_query(ext, images).items():
+            ok = transformed_on_top(ranking)
+            failures += not ok
+            shown = ", ".join(f"{n} {s:.3g}" for n, s in ranking[:5])
+            print(f"  {_ROW_NAMES[metric]:6s} {'OK  ' if ok else 'MISS'} top 5: {shown}")
+        print()
+    print("OK: the three transformed cats are the top three; MISS: another photo ranks among "
+          "them (L1/MSE are not invariant to a brightness change).")
+    if args.heatmap:
+        _save_heatmaps(args, list(images.values()), list(images))
+    return 0
+
+
+# ----------------------------------------------------------------------------- index / search
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from jaxcnn.similarity.index import build_index
+
+    ext = make_extractor(args.model, args.weights, args.layer, size=args.size,
+                         **({} if args.model == "pixels" else {"batch_size": args.batch_size}))
+    report = build_index(args.directory, args.out, ext, chunk_size=args.chunk_size,
+                         progress=not args.quiet)
+    print(f"index {args.out}: {report.total} images ({report.added} embedded now, "
+          f"{report.already} already indexed, {len(report.skipped)} unreadable skipped); "
+          f"model {ext.model_name}, layer {ext.layer}, dim {ext.dim}")
+    for path, why in report.skipped:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from jaxcnn.similarity.index import check_compatible, load_index, search
+
+    index = load_index(args.index)
+    meta = index.meta
+    model = args.model or meta["model"]
+    weights = args.weights if args.weights is not None else (meta["weights"] or None)
+    layer = args.layer or meta["layer"]
+    if model == "pixels":
+        ext = make_extractor("pixels", size=int(meta["preprocessing"]["size"][0]))
+    else:
+        # "random(seed=N)" recorded by an index of a randomly initialized network.
+        if weights and weights.startswith("random(seed="):
+            weights = None
+        ext = make_extractor(model, weights, layer, batch_size=args.batch_size)
+    check_compatible(meta, ext.describe(), f"the index {args.index}")
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1; got {args.k}.")
+    k = min(args.k, len(index))
+    if k < args.k:
+        print(f"note: the index holds only {len(index)} images; showing {k}.")
+    scores, idx = search(index, ext(args.query), k, args.metric)
+    files = index.files()
+    for q, query in enumerate(args.query):
+        print(f"top {k} for {describe(query)} ({args.metric}, "
+              f"{'higher' if METRICS[args.metric].higher_is_better else 'lower'} = more "
+              "similar):")
+        for rank, (s, i) in enumerate(zip(scores[q], idx[q], strict=True), start=1):
+            print(f"  {rank:2d}. {s:10.5g}  {files[i]}")
+        if args.grid:
+            from jaxcnn.similarity.plots import save_retrieval_grid
+
+            grid = Path(args.grid)
+            if len(args.query) > 1:
+                grid = grid.with_name(f"{grid.stem}.{q}{grid.suffix}")
+            save_retrieval_grid(query, [files[i] for i in idx[q]], scores[q], grid,
+                                metric=args.metric, labels=[index.paths[i] for i in idx[q]])
+            print(f"saved retrieval grid to {grid}")
+    return 0
+
+
+def _check_model_args(args: argparse.Namespace) -> None:
+    if args.model is None and args.weights is not None:
+        raise ConfigError("--weights needs --model (the architecture the weights belong to).")
+
+
+def _cmd_siamese_eval(args: argparse.Namespace) -> int:
+    from jaxcnn.similarity.siamese import evaluate_workdir
+
+    reports = evaluate_workdir(
+        args.workdir, classes=tuple(args.classes) if args.classes else None, split=args.split,
+        n_ways=tuple(args.n_way), num_pairs=args.pairs, num_episodes=args.episodes,
+        seed=args.seed, baseline=not args.no_baseline,
+    )
+    for name, report in reports.items():
+        print(f"{name}:")
+        for line in report.lines():
+            print(f"  {line}")
+    return 0

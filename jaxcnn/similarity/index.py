@@ -1,0 +1,185 @@
+"""A folder of images embedded once, searched many times.
+
+An index is a directory: `meta.json` (what made the embeddings: model, weights, layer, dim,
+preprocessing, image root) and `part-NNNNN.npz` files (relative paths + float32 embeddings),
+each written atomically after a chunk of images, so an interrupted `build_index` resumes where
+it stopped and re-running it embeds only new files. Unreadable files are skipped and listed in
+`skipped.txt`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcnn.errors import ConfigError, DatasetError, InputError
+from jaxcnn.similarity.images import list_images, load_image
+from jaxcnn.similarity.search import topk
+
+FORMAT = "jaxcnn-similarity-index"
+VERSION = 1
+# Fields of the embedding description that must agree between an index and its queries.
+IDENTITY_KEYS = ("model", "weights", "layer", "dim", "preprocessing")
+
+
+@dataclasses.dataclass
+class Index:
+    """Embeddings [N, D] of the images at `root / paths[i]`, and how they were made."""
+
+    root: Path
+    paths: list[str]
+    embeddings: np.ndarray
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def files(self) -> list[Path]:
+        """Absolute paths of the indexed images."""
+        return [self.root / p for p in self.paths]
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """What one `build_index` run did."""
+
+    added: int
+    already: int
+    skipped: list[tuple[str, str]]  # (path, reason)
+    total: int
+
+
+def _read_meta(index_dir: Path) -> dict[str, Any] | None:
+    path = index_dir / "meta.json"
+    if not path.exists():
+        return None
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{index_dir} is not a jaxcnn similarity index (meta.json format "
+                          f"{meta.get('format')!r}).")
+    return meta
+
+
+def check_compatible(index_meta: dict[str, Any], embedder: dict[str, Any], where: str) -> None:
+    """Raise ConfigError unless `embedder` (FeatureExtractor.describe()) made `index_meta`."""
+    diffs = [k for k in IDENTITY_KEYS if _norm(index_meta.get(k)) != _norm(embedder.get(k))]
+    if diffs:
+        have = ", ".join(f"{k}={index_meta.get(k)!r}" for k in diffs)
+        want = ", ".join(f"{k}={embedder.get(k)!r}" for k in diffs)
+        raise ConfigError(
+            f"{where} was built with {have} but the embeddings requested use {want}. "
+            f"Embeddings from different models, weights or layers are not comparable: search "
+            f"with --model {index_meta.get('model')} --weights "
+            f"{index_meta.get('weights') or '(none)'} --layer {index_meta.get('layer')} (the "
+            "default: taken from the index), or build a new index with the other model."
+        )
+
+
+def _norm(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples vs lists compare equal
+
+
+def _parts(index_dir: Path) -> list[Path]:
+    return sorted(index_dir.glob("part-*.npz"))
+
+
+def load_index(index_dir: str | os.PathLike) -> Index:
+    """Read an index written by `build_index`."""
+    index_dir = Path(index_dir)
+    meta = _read_meta(index_dir)
+    if meta is None:
+        raise DatasetError(
+            f"no index at {str(index_dir)!r} (meta.json missing); build one with "
+            f"`jaxcnn index DIR --out {index_dir}`."
+        )
+    paths: list[str] = []
+    chunks = []
+    for part in _parts(index_dir):
+        with np.load(part) as z:
+            paths.extend(str(p) for p in z["paths"])
+            chunks.append(z["embeddings"].astype(np.float32))
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, int(meta["dim"])), np.float32)
+    return Index(Path(meta["root"]), paths, emb, meta)
+
+
+def build_index(
+    directory: str | os.PathLike,
+    out: str | os.PathLike,
+    embedder: Callable[[list[Any]], np.ndarray] | Any,
+    *,
+    chunk_size: int = 256,
+    progress: bool = True,
+) -> BuildReport:
+    """Embed every image under `directory` into the index `out` with `embedder` (a
+    FeatureExtractor or PixelExtractor), skipping files already in the index. Returns counts
+    and the unreadable files (also written to `out/skipped.txt`)."""
+    from tqdm import tqdm
+
+    root = Path(directory).resolve()
+    out = Path(out)
+    files = list_images(root)
+    description = embedder.describe()
+    meta = _read_meta(out)
+    if meta is not None:
+        check_compatible(meta, description, f"the index {out}")
+        if Path(meta["root"]) != root:
+            raise ConfigError(
+                f"the index {out} holds images of {meta['root']}, not {root}; use another --out."
+            )
+        done = set(load_index(out).paths)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "version": VERSION, "root": str(root), **description}
+        _atomic_write(out / "meta.json", json.dumps(meta, indent=2).encode())
+        done = set()
+    todo = [f for f in files if f.relative_to(root).as_posix() not in done]
+    next_part = len(_parts(out))
+    skipped: list[tuple[str, str]] = []
+    added = 0
+    bar = tqdm(total=len(todo), desc=f"embedding {root.name}", unit="img", disable=not progress,
+               file=sys.stderr)
+    for start in range(0, len(todo), chunk_size):
+        images, names = [], []
+        for f in todo[start:start + chunk_size]:
+            try:
+                images.append(load_image(f))
+                names.append(f.relative_to(root).as_posix())
+            except (DatasetError, InputError) as err:
+                skipped.append((str(f), str(err)))
+        if images:
+            emb = np.asarray(embedder(images), np.float32)
+            _atomic_savez(out / f"part-{next_part:05d}.npz", paths=np.array(names), embeddings=emb)
+            next_part += 1
+            added += len(names)
+        bar.update(len(todo[start:start + chunk_size]))
+    bar.close()
+    _atomic_write(out / "skipped.txt",
+                  "".join(f"{p}\t{why}\n" for p, why in skipped).encode())
+    return BuildReport(added=added, already=len(done), skipped=skipped, total=len(done) + added)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def search(index: Index, query_embeddings: np.ndarray, k: int = 5, metric: str = "cosine"
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, indices) of each query embedding [Q, D] among the index's images."""
+    if len(index) == 0:
+        raise DatasetError("the index is empty: no image could be embedded.")
+    scores, idx = topk(np.asarray(query_embeddings, np.float32), index.embeddings, k, metric)
+    return np.asarray(scores), np.asarray(idx)

@@ -1,0 +1,48 @@
+"""Training: `fit(config, workdir)`, the TrainState, pure compiled steps, tasks, optimizers
+and schedules from config, orbax checkpoints, logs and plots."""
+
+from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.config import default_config, validate_config
+from jaxcnn.train.init import load_init_variables, merge_variables, register_init_loader
+from jaxcnn.train.loop import Run, evaluate_checkpoint, fit, initial_state, lr_find, setup
+from jaxcnn.train.optim import decay_mask, make_optimizer, make_schedule
+from jaxcnn.train.state import TrainState, create_state
+from jaxcnn.train.steps import (
+    Preprocess,
+    jit_eval_step,
+    jit_train_step,
+    make_eval_step,
+    make_predict_step,
+    make_train_step,
+)
+from jaxcnn.train.tasks import Task, get_task, register_task
+from jaxcnn.train import siamese_task  # noqa: F401,E402  (registers the "siamese" task)
+
+__all__ = [
+    "Checkpointer",
+    "Preprocess",
+    "Run",
+    "Task",
+    "TrainState",
+    "create_state",
+    "decay_mask",
+    "default_config",
+    "evaluate_checkpoint",
+    "fit",
+    "get_task",
+    "initial_state",
+    "jit_eval_step",
+    "jit_train_step",
+    "load_init_variables",
+    "lr_find",
+    "make_eval_step",
+    "make_optimizer",
+    "make_predict_step",
+    "make_schedule",
+    "make_train_step",
+    "merge_variables",
+    "register_init_loader",
+    "register_task",
+    "setup",
+    "validate_config",
+]

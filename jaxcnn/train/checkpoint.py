@@ -1,0 +1,190 @@
+"""Checkpoints with orbax: a `CheckpointManager` in `workdir/checkpoints` that keeps the N
+latest steps AND the best by a validation metric (preservation policies `LatestN` +
+`BestN`), the config saved beside (`workdir/config.json`). Saves are atomic (orbax writes a
+temporary directory and renames it), so a killed save is never taken for the latest; a
+failed async save is re-raised as CheckpointError with the path and the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from jaxcnn.data.pipeline import replicated
+from jaxcnn.errors import CheckpointError
+from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_state
+
+
+def check_same_structure(saved: dict[str, tuple], wanted: dict[str, tuple], where: str) -> None:
+    """Raise CheckpointError naming the first path whose presence or shape differs."""
+    for path in sorted(set(saved) | set(wanted)):
+        if path not in saved:
+            raise CheckpointError(
+                f"{where} has no entry {path!r} (expected shape {wanted[path][0]}): it was "
+                "written for another architecture. Use a fresh --workdir, or the same model."
+            )
+        if path not in wanted:
+            raise CheckpointError(
+                f"{where} holds {path!r} with shape {saved[path][0]} that the current model "
+                "does not have: it was written for another architecture."
+            )
+        if tuple(saved[path][0]) != tuple(wanted[path][0]):
+            raise CheckpointError(
+                f"{where}: {path!r} has shape {tuple(saved[path][0])} in the checkpoint but "
+                f"{tuple(wanted[path][0])} in the current model (another architecture or "
+                "num_classes?). Use a fresh --workdir, or set config.init.reinit_head=True "
+                "when loading initial weights."
+            )
+
+
+class Checkpointer:
+    """Saves and restores TrainStates (plus a JSON `meta` dict) in `workdir/checkpoints`."""
+
+    def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, keep_best: bool = True,
+                 best_metric: str = "accuracy", best_mode: str = "max",
+                 async_save: bool = True, read_only: bool = False):
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.best_metric = best_metric
+        get = lambda m: float(m[best_metric])
+        policies: list[Any] = [ocm.LatestN(n=keep)]
+        if keep_best:
+            policies.append(ocm.BestN(get_metric_fn=get, reverse=best_mode == "min", n=1,
+                                      keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=None if read_only else ocm.AnyPreservationPolicy(policies),
+            best_fn=get if keep_best else None,
+            best_mode=best_mode,
+            keep_checkpoints_without_metrics=True,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=not read_only,
+            read_only=read_only,
+        )
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "meta")
+            )
+        except OSError as err:
+            raise CheckpointError(
+                f"cannot use checkpoint directory {self.directory}: {err.strerror or err}"
+            ) from None
+        self._pending: int | None = None
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step (temporary dirs never count)."""
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the best validation metric (the latest if none has metrics)."""
+        return self.manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        """Every complete checkpoint's step."""
+        return list(self.manager.all_steps())
+
+    def wait(self) -> None:
+        """Block until the pending async save is on disk; re-raise its failure."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:
+            step = self._pending
+            self._pending = None
+            raise CheckpointError(
+                f"saving checkpoint step {step} to {self.directory} failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        self._pending = None
+
+    def save(self, step: int, state: TrainState, meta: dict, metrics: dict | None = None
+             ) -> None:
+        """Save `state` at `step` (async); a failure of the previous save is raised here."""
+        self.wait()
+        if step in self.manager.all_steps():
+            return
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state_to_tree(state)),
+                    meta=ocp.args.JsonSave(meta),
+                ),
+                metrics=metrics,
+                force=True,
+            )
+        except Exception as err:
+            raise CheckpointError(
+                f"saving checkpoint step {step} to {self.directory} failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        self._pending = step
+
+    def read_meta(self, step: int) -> dict:
+        """The JSON `meta` dict saved with `step`."""
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def restore(self, step: int, target: TrainState, mesh: Mesh) -> tuple[TrainState, dict]:
+        """(state, meta) of `step`, laid out replicated on `mesh` (any device count), after
+        checking every path and shape against `target`."""
+        where = f"checkpoint {self.directory / str(step)}"
+        try:
+            metadata = self.manager.item_metadata(step)["state"]
+        except Exception as err:
+            raise CheckpointError(f"cannot read {where}: {type(err).__name__}: {err}") from err
+        saved = {k: (v[0], v[1]) for k, v in _metadata_shapes(metadata).items()}
+        wanted_tree = state_to_tree(target)
+        check_same_structure(saved, flat_shapes(wanted_tree), where)
+        rep = replicated(mesh)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=rep), wanted_tree
+        )
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
+            ))
+        except Exception as err:
+            raise CheckpointError(f"cannot restore {where}: {type(err).__name__}: {err}"
+                                  ) from err
+        return tree_to_state(target, restored["state"]), dict(restored["meta"])
+
+    def close(self) -> None:
+        """Wait for pending saves (raising their failure) and release the manager."""
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def _metadata_shapes(metadata: Any) -> dict[str, tuple]:
+    """{"path": (shape, dtype)} from orbax's tree metadata."""
+    tree = getattr(metadata, "tree", metadata)
+    leaves = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype")
+    )[0]
+    out = {}
+    for path, leaf in leaves:
+        name = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        out[name] = (tuple(leaf.shape), str(leaf.dtype))
+    return out
+
+
+def save_config(workdir: str | os.PathLike, config: Any) -> Path:
+    """Write the run's config beside the checkpoints (`workdir/config.json`)."""
+    path = Path(workdir) / "config.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load_config_json(workdir: str | os.PathLike) -> dict | None:
+    """The config saved by a previous run in `workdir`, as a dict (None if absent)."""
+    path = Path(workdir) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,155 @@
+"""The base training config (every experiment in configs/ starts from `default_config()` and
+changes only what differs) and its validation, run at start-up before anything compiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from jaxcnn.errors import ConfigError
+
+# Sub-dicts whose keys are free-form (passed through to a model or a task).
+FREE_FORM = ("model.kwargs", "task_kwargs", "init.extra")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All keys the trainer reads, with their defaults and types."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_epochs = 10
+    c.bf16 = False  # bf16 compute; params, optimizer state and BN statistics stay float32
+    c.task = ""  # "" = the model's registered task (classification, segmentation, ...)
+    c.task_kwargs = ml_collections.ConfigDict()
+    c.label_smoothing = 0.0
+    c.progress = True  # tqdm bar per epoch (stderr)
+    c.log_every = 20  # steps between progress-bar updates (and NaN checks)
+    c.debug_nans = False  # on a non-finite step, re-run it under checkify to find the source
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lenet5"
+    c.model.kwargs = ml_collections.ConfigDict()  # extra create_model() fields
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "digits"  # digits | npz | folder | tfds
+    c.data.name = ""  # tfds dataset name
+    c.data.path = ""  # folder root or .npz file
+    c.data.data_dir = ""  # tfds data_dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)
+    c.data.manual_dir = ""  # tfds manual_dir (imagenet2012)
+    c.data.download = False
+    c.data.cache_dir = ""  # folder decode cache ("" = ~/.cache/jaxcnn/folders)
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.valid_fraction = 0.0  # 0: validate on the test split
+    c.data.image_size = 0  # 0 = native size
+    c.data.channels = 3
+    c.data.strict = False  # unreadable images: error (True) or skip with a warning
+    c.data.max_examples = 0  # 0 = all; cap the train split (smoke tests)
+    c.data.batch_size = 128  # global batch, split over all devices
+    c.data.eval_batch_size = 0  # 0 = batch_size
+    c.data.on_device = "auto"  # auto | on | off: keep the train split in device memory
+    c.data.mean = (0.0,)  # per-channel, on the [0, 255] pixel scale
+    c.data.std = (255.0,)
+    c.data.crop_padding = 0
+    c.data.flip = False
+    c.data.cutout = 0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
+    c.optimizer.lr = 0.1  # peak learning rate
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = False
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-8
+    c.optimizer.decay = 0.99  # rmsprop's squared-gradient average (torch alpha)
+    c.optimizer.initial_accumulator = 0.0  # adagrad
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.decoupled = False  # True: AdamW-style decay; False: L2 added to the gradient
+    c.optimizer.decay_all = False  # False: no decay on biases and norm scales (ndim < 2)
+    c.optimizer.clip_norm = 0.0  # > 0: clip by global norm
+    c.optimizer.clip_value = 0.0  # > 0: clip each gradient entry
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"  # constant | step | cosine | warmup_cosine | onecycle | plateau
+    c.schedule.warmup_epochs = 0.0
+    c.schedule.milestones = (30, 60, 80)  # epochs (step decay)
+    c.schedule.gamma = 0.1  # step decay factor
+    c.schedule.end_factor = 0.0  # cosine: final lr = end_factor * lr
+    c.schedule.pct_start = 0.25  # onecycle
+    c.schedule.div_factor = 25.0  # onecycle: initial lr = lr / div_factor
+    c.schedule.final_div_factor = 1e4  # onecycle
+    c.schedule.factor = 0.1  # plateau
+    c.schedule.patience = 5  # plateau, in epochs
+    c.schedule.cooldown = 0  # plateau, in epochs
+    c.schedule.rtol = 1e-4  # plateau
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 0  # 0: only at epoch ends
+    c.checkpoint.keep = 3  # N latest
+    c.checkpoint.keep_best = True  # also keep the best by validation accuracy
+    c.checkpoint.async_save = True
+
+    c.lr_find = ml_collections.ConfigDict()
+    c.lr_find.start_lr = 1e-7
+    c.lr_find.end_lr = 10.0
+    c.lr_find.steps = 100
+
+    c.init = ml_collections.ConfigDict()
+    c.init.path = ""  # initial variables: "" = random init; see jaxcnn.train.init
+    c.init.reinit_head = False  # keep everything but a head of another shape
+    c.init.extra = ml_collections.ConfigDict()
+    return c
+
+
+def _types_match(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return isinstance(value, type(default))
+
+
+def validate_config(config: ml_collections.ConfigDict, prefix: str = "") -> None:
+    """Raise ConfigError on unknown keys or values of the wrong type (compared with
+    `default_config()`), naming the key and the expected type."""
+    defaults = default_config()
+    _validate(config, defaults, prefix)
+    if config.num_epochs <= 0:
+        raise ConfigError(f"num_epochs must be positive; got {config.num_epochs}.")
+    if config.data.on_device not in ("auto", "on", "off"):
+        raise ConfigError(f"data.on_device must be auto, on or off; got {config.data.on_device!r}.")
+    if len(config.data.mean) != len(config.data.std):
+        raise ConfigError(
+            f"data.mean {tuple(config.data.mean)} and data.std {tuple(config.data.std)} need "
+            "one value per channel each."
+        )
+    if config.checkpoint.keep < 1:
+        raise ConfigError(f"checkpoint.keep must be >= 1; got {config.checkpoint.keep}.")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1); got {config.label_smoothing}.")
+
+
+def _validate(config: Any, defaults: Any, path: str) -> None:
+    for key in config.keys():
+        full = f"{path}{key}"
+        if full in FREE_FORM:
+            continue
+        if key not in defaults:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(defaults.keys()), n=3)
+            hint = f" Did you mean {', '.join(path + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown config key {full!r}.{hint}")
+        value, default = config[key], defaults[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict | dict):
+                raise ConfigError(f"config key {full!r} must be a group of keys; got {value!r}.")
+            _validate(value, default, full + ".")
+        elif not _types_match(default, value):
+            raise ConfigError(
+                f"config key {full!r} must be {type(default).__name__} (default "
+                f"{default!r}); got {type(value).__name__} {value!r}."
+            )

@@ -1,0 +1,129 @@
+"""Optimizers and learning-rate schedules from config, as small optax factories composed
+with `optax.chain`: clip -> [coupled L2] -> scale_by_<optimizer> -> [decoupled decay] ->
+-lr(step) [-> reduce-on-plateau]. Weight decay is a masked transform (no decay on biases
+and norm scales), never a term added to the loss.
+
+Seam for transfer learning: `make_optimizer(config, params, ..., wrap=)` receives the params
+tree, so a caller can build per-group optimizers (freezing with `optax.set_to_zero`,
+discriminative learning rates) with `optax.multi_transform` and labels over the same tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+import optax.contrib
+
+from jaxcnn.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "onecycle", "plateau")
+
+
+def decay_mask(params: Any, decay_all: bool = False) -> Any:
+    """True for leaves that get weight decay: kernels (ndim >= 2), not biases or norm
+    scales (ndim < 2), following the timm / big_vision convention."""
+    return jax.tree.map(lambda p: bool(decay_all or p.ndim >= 2), params)
+
+
+def make_schedule(sched: Any, lr: float, steps_per_epoch: int, num_epochs: int
+                  ) -> optax.Schedule:
+    """The learning rate as a function of the global step (epochs given in config)."""
+    total = max(1, steps_per_epoch * num_epochs)
+    warmup = int(round(sched.warmup_epochs * steps_per_epoch))
+    name = sched.name
+    if name in ("constant", "plateau"):
+        base = optax.constant_schedule(lr)
+    elif name == "step":
+        boundaries = {int(m * steps_per_epoch): sched.gamma for m in sched.milestones}
+        base = optax.piecewise_constant_schedule(lr, boundaries)
+    elif name == "cosine":
+        base = optax.cosine_decay_schedule(lr, total, alpha=sched.end_factor)
+    elif name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, max(warmup, 1), total, end_value=lr * sched.end_factor
+        )
+    elif name == "onecycle":
+        return optax.cosine_onecycle_schedule(
+            total, lr, pct_start=sched.pct_start, div_factor=sched.div_factor,
+            final_div_factor=sched.final_div_factor,
+        )
+    else:
+        raise ConfigError(f"unknown schedule.name {name!r}; choose one of {SCHEDULES}.")
+    if warmup and name != "warmup_cosine":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), lambda s: base(s + warmup)], [warmup]
+        )
+    return base
+
+
+def _scale_by(opt: Any) -> optax.GradientTransformation:
+    name = opt.name
+    if name == "sgd":
+        if not opt.momentum:
+            return optax.identity()
+        # optax.trace is PyTorch's SGD momentum buffer (v = m v + g; nesterov: g + m v).
+        return optax.trace(decay=opt.momentum, nesterov=opt.nesterov)
+    if name in ("adam", "adamw"):
+        return optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    if name == "rmsprop":
+        # PyTorch RMSprop: eps outside the sqrt, zero-initialized average, optional momentum.
+        tx = optax.scale_by_rms(decay=opt.decay, eps=opt.eps, initial_scale=0.0,
+                                eps_in_sqrt=False)
+        return optax.chain(tx, optax.trace(decay=opt.momentum)) if opt.momentum else tx
+    if name == "adagrad":
+        return optax.scale_by_rss(initial_accumulator_value=opt.initial_accumulator, eps=opt.eps)
+    raise ConfigError(f"unknown optimizer.name {name!r}; choose one of {OPTIMIZERS}.")
+
+
+def make_optimizer(
+    config: Any,
+    params: Any,
+    steps_per_epoch: int,
+    *,
+    schedule: optax.Schedule | None = None,
+    wrap: Callable[[optax.GradientTransformation, Any], optax.GradientTransformation]
+    | None = None,
+) -> tuple[optax.GradientTransformationExtraArgs, optax.Schedule]:
+    """(transformation, schedule) for `config.optimizer` / `config.schedule`. The returned
+    transformation accepts `update(..., value=loss)` (used by reduce-on-plateau)."""
+    opt, sched = config.optimizer, config.schedule
+    if schedule is None:
+        schedule = make_schedule(sched, opt.lr, steps_per_epoch, config.num_epochs)
+    mask = decay_mask(params, opt.decay_all)
+    parts: list[optax.GradientTransformation] = []
+    if opt.clip_norm:
+        parts.append(optax.clip_by_global_norm(opt.clip_norm))
+    if opt.clip_value:
+        parts.append(optax.clip(opt.clip_value))
+    decoupled = opt.decoupled or opt.name == "adamw"
+    if opt.weight_decay and not decoupled:
+        parts.append(optax.add_decayed_weights(opt.weight_decay, mask))  # torch's L2 in grad
+    parts.append(_scale_by(opt))
+    if opt.weight_decay and decoupled:
+        parts.append(optax.add_decayed_weights(opt.weight_decay, mask))  # Loshchilov & Hutter
+    parts.append(optax.scale_by_learning_rate(schedule))
+    if sched.name == "plateau":
+        # Plateau is judged on the training loss averaged over one epoch of steps.
+        parts.append(optax.contrib.reduce_on_plateau(
+            factor=sched.factor, patience=sched.patience, rtol=sched.rtol,
+            cooldown=sched.cooldown, accumulation_size=steps_per_epoch,
+        ))
+    tx = optax.chain(*parts)
+    if wrap is not None:
+        tx = wrap(tx, params)
+    return optax.with_extra_args_support(tx), schedule
+
+
+def current_lr(schedule: optax.Schedule, opt_state: Any, step: int) -> float:
+    """The learning rate in effect at `step`, including a reduce-on-plateau scale."""
+    lr = float(schedule(step))
+    for leaf in jax.tree_util.tree_leaves(
+        opt_state, is_leaf=lambda s: isinstance(s, optax.contrib.ReduceLROnPlateauState)
+    ):
+        if isinstance(leaf, optax.contrib.ReduceLROnPlateauState):
+            lr *= float(jnp.asarray(leaf.scale))
+    return lr

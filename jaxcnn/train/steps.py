@@ -1,0 +1,125 @@
+"""The pure train and eval steps and their compilation: `train_step(state, batch) ->
+(state, metrics)` and `eval_step(state, batch) -> metric sums`, compiled once with
+`jax.jit`, the state donated and replicated, the batch sharded over the "data" mesh axis
+(so BatchNorm statistics are over the global batch and the update is the same on any
+number of devices)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxcnn.data.augment import preprocess
+from jaxcnn.data.pipeline import batch_sharding, replicated
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.tasks import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Static on-device preprocessing settings (from config.data)."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (255.0,)
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+
+    @classmethod
+    def from_config(cls, data: Any) -> Preprocess:
+        """Settings from a `config.data` block."""
+        return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
+                   int(data.cutout))
+
+    def __call__(self, rng: jax.Array | None, batch: dict, train: bool) -> dict:
+        return preprocess(rng, batch, mean=self.mean, std=self.std,
+                          crop_padding=self.crop_padding, flip=self.flip,
+                          cutout_size=self.cutout, train=train)
+
+
+def make_train_step(
+    model: nn.Module, task: Task, tx: optax.GradientTransformationExtraArgs,
+    prep: Preprocess, steps_per_epoch: int,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """The pure training step (not yet compiled)."""
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        # One key per step, from the state: reproducible and independent of device count.
+        r_aug, r_drop = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        batch = prep(r_aug, batch, train=True)
+
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict, Any]]:
+            variables = dict(state.variables, params=params)
+            outputs, updates = model.apply(
+                variables, *task.model_inputs(batch), train=True, rngs={"dropout": r_drop},
+                mutable=["batch_stats"],
+            )
+            loss, sums = task.loss(outputs, batch)
+            return loss, (sums, updates.get("batch_stats", state.batch_stats))
+
+        (loss, (sums, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+        params = optax.apply_updates(state.params, updates)
+        # Running epoch sums restart at each epoch's first step.
+        fresh = (state.step % steps_per_epoch) == 0
+        new_sums = {k: jnp.where(fresh, 0.0, state.sums[k]) + sums[k].astype(jnp.float32)
+                    for k in state.sums}
+        new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, sums=new_sums)
+        # NaN guard: a non-finite step leaves the state at the last good values, records the
+        # step, and freezes training so no poisoned state can ever be checkpointed.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.bad_step < 0)
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+        new = new.replace(bad_step=jnp.where(ok | (state.bad_step >= 0), state.bad_step,
+                                             state.step))
+        metrics = {"loss": loss, "grad_norm": grad_norm, **sums}
+        return new, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, task: Task, prep: Preprocess
+                   ) -> Callable[[TrainState, dict], dict]:
+    """The pure evaluation step: metric sums over a (padded, weighted) batch."""
+
+    def eval_step(state: TrainState, batch: dict) -> dict:
+        batch = prep(None, batch, train=False)
+        outputs = model.apply(state.variables, *task.model_inputs(batch), train=False)
+        return task.eval_metrics(outputs, batch)
+
+    return eval_step
+
+
+def make_predict_step(model: nn.Module, task: Task, prep: Preprocess
+                      ) -> Callable[[TrainState, dict], jax.Array]:
+    """Model outputs (logits) for a batch, in eval mode."""
+
+    def predict_step(state: TrainState, batch: dict) -> jax.Array:
+        batch = prep(None, batch, train=False)
+        out = model.apply(state.variables, *task.model_inputs(batch), train=False)
+        return getattr(out, "logits", out)
+
+    return predict_step
+
+
+def jit_train_step(train_step: Callable, mesh: Mesh) -> Callable:
+    """`jax.jit` with shardings declared at the boundary and the state donated."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
+                   donate_argnums=0)
+
+
+def jit_eval_step(eval_step: Callable, mesh: Mesh) -> Callable:
+    """`jax.jit` of an eval/predict step: state replicated, batch sharded, output replicated."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)

@@ -1,0 +1,224 @@
+"""Tasks: what a batch means to the loss. The train and eval steps call only this interface,
+so a new objective (e.g. a contrastive or triplet loss for siamese networks) is a new `Task`
+subclass registered with `@register_task("name")`, not a change to the step.
+
+All metric values a task returns are SUMS over the batch (plus a "count"), so they add up
+over steps and devices exactly; `summarize` turns summed values into means."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxcnn.errors import ConfigError
+from jaxcnn.models.layers import AuxOutputs
+
+Metrics = dict[str, jax.Array]
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator adding a Task under `name` (config.task)."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_task(name: str, config: Any) -> Task:
+    """The Task registered as `name`, built from the training config."""
+    if name not in _TASKS:
+        raise ConfigError(f"unknown task {name!r}; registered tasks: {sorted(_TASKS)}.")
+    return _TASKS[name](config)
+
+
+class Task:
+    """Base class. Subclasses implement `loss` and `eval_metrics`; override `model_inputs`
+    when the model takes more than `batch["image"]` (pairs, triplets)."""
+
+    name = "task"
+    best_metric = "accuracy"  # summarized metric that picks the best checkpoint
+    best_mode = "max"
+    # Keys a training batch must hold besides "image" (checked against the data at start-up).
+    batch_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.kwargs = dict(config.get("task_kwargs", {}) or {})
+
+    def model_inputs(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+        """Positional arguments of `model.apply` (after the variables)."""
+        return (batch["image"],)
+
+    def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+        """(scalar mean loss to differentiate, metric sums) for a training batch."""
+        raise NotImplementedError
+
+    def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
+        """Metric sums for an eval batch; `batch["weight"]` is 0 on padding rows."""
+        raise NotImplementedError
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        """Means from sums: every key but "count" divided by "count"."""
+        count = max(float(sums.get("count", 0.0)), 1e-12)
+        return {k: float(v) / count for k, v in sums.items() if k != "count"}
+
+
+def _weighted(x: jax.Array, weight: jax.Array | None) -> jax.Array:
+    if weight is None:
+        return jnp.sum(x)
+    return jnp.sum(x * weight.reshape(weight.shape + (1,) * (x.ndim - weight.ndim)))
+
+
+@register_task("classification")
+class Classification(Task):
+    """Softmax cross-entropy with optional label smoothing; top-1/top-5 accuracy. With
+    auxiliary classifiers (GoogLeNet `AuxOutputs`) the training loss is
+    `ce(logits) + aux_weight * sum(ce(aux))`, as in Szegedy et al. (2014)."""
+
+    batch_keys = ("label",)
+
+    def _ce(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        num_classes = logits.shape[-1]
+        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+        smoothing = float(self.config.get("label_smoothing", 0.0))
+        if smoothing:
+            onehot = optax.smooth_labels(onehot, smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot)
+
+    def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+        labels = batch["label"]
+        logits, aux = outputs, ()
+        if isinstance(outputs, AuxOutputs):
+            logits, aux = outputs.logits, outputs.aux_logits
+        per_example = self._ce(logits, labels)
+        loss = jnp.mean(per_example)
+        if aux:
+            loss = loss + outputs.aux_weight * sum(jnp.mean(self._ce(a, labels)) for a in aux)
+        correct = jnp.argmax(logits, -1) == labels
+        return loss, {
+            "loss": jnp.sum(per_example),
+            "accuracy": jnp.sum(correct.astype(jnp.float32)),
+            "count": jnp.asarray(labels.shape[0], jnp.float32),
+        }
+
+    def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
+        logits = outputs.logits if isinstance(outputs, AuxOutputs) else outputs
+        labels, weight = batch["label"], batch.get("weight")
+        per_example = self._ce(logits, labels)
+        k = min(5, logits.shape[-1])
+        topk = jax.lax.top_k(logits, k)[1]
+        top5 = jnp.any(topk == labels[:, None], axis=-1)
+        top1 = jnp.argmax(logits, -1) == labels
+        ones = jnp.ones_like(per_example)
+        return {
+            "loss": _weighted(per_example, weight),
+            "accuracy": _weighted(top1.astype(jnp.float32), weight),
+            "top5_accuracy": _weighted(top5.astype(jnp.float32), weight),
+            "count": _weighted(ones, weight),
+        }
+
+
+@register_task("reconstruction")
+class Reconstruction(Task):
+    """Autoencoders: the target is the input image on the [0, 1] scale (the normalization
+    undone); loss "mse" on the output, or "bce" treating the output as logits. Reports PSNR."""
+
+    best_metric = "psnr"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.loss_name = self.kwargs.get("loss", "mse")
+        if self.loss_name not in ("mse", "bce"):
+            raise ConfigError(f"reconstruction loss must be mse or bce; got {self.loss_name!r}.")
+        self.mean = tuple(config.data.mean)
+        self.std = tuple(config.data.std)
+
+    def _per_example(self, outputs: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean = jnp.asarray(self.mean, jnp.float32)
+        std = jnp.asarray(self.std, jnp.float32)
+        target = (image * std + mean) / 255.0
+        out = outputs.astype(jnp.float32)
+        if out.shape != target.shape:
+            raise ConfigError(
+                f"reconstruction needs outputs shaped like the input {target.shape}; the model "
+                f"returned {out.shape}."
+            )
+        axes = tuple(range(1, target.ndim))
+        if self.loss_name == "bce":
+            per = jnp.mean(optax.sigmoid_binary_cross_entropy(out, target), axis=axes)
+            out = jax.nn.sigmoid(out)
+        mse = jnp.mean(jnp.square(out - target), axis=axes)
+        per = mse if self.loss_name == "mse" else per
+        return per, -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+    def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+        per, psnr = self._per_example(outputs, batch["image"])
+        return jnp.mean(per), {
+            "loss": jnp.sum(per),
+            "psnr": jnp.sum(psnr),
+            "count": jnp.asarray(per.shape[0], jnp.float32),
+        }
+
+    def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
+        per, psnr = self._per_example(outputs, batch["image"])
+        weight = batch.get("weight")
+        return {
+            "loss": _weighted(per, weight),
+            "psnr": _weighted(psnr, weight),
+            "count": _weighted(jnp.ones_like(per), weight),
+        }
+
+
+@register_task("segmentation")
+class Segmentation(Task):
+    """Per-pixel classification (U-Net): `batch["mask"]` int [N, H, W]; logits [N, H, W, K].
+    K = 1: binary cross-entropy on the logit; K > 1: softmax cross-entropy. Reports pixel
+    accuracy and mean IoU over the classes present (foreground IoU when binary)."""
+
+    batch_keys = ("mask",)
+
+    def _per_pixel(self, logits: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = logits.astype(jnp.float32)
+        if logits.shape[:3] != mask.shape:
+            raise ConfigError(
+                f"segmentation logits {logits.shape} do not match the masks {mask.shape}."
+            )
+        if logits.shape[-1] == 1:
+            loss = optax.sigmoid_binary_cross_entropy(logits[..., 0], mask.astype(jnp.float32))
+            pred = (logits[..., 0] > 0).astype(jnp.int32)
+        else:
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, mask)
+            pred = jnp.argmax(logits, -1)
+        return loss, pred
+
+    def _sums(self, logits: jax.Array, batch: dict[str, jax.Array], weight: jax.Array | None
+              ) -> tuple[jax.Array, Metrics]:
+        mask = batch["mask"]
+        loss, pred = self._per_pixel(logits, mask)
+        per_image_loss = jnp.mean(loss, axis=(1, 2))
+        per_image_acc = jnp.mean((pred == mask).astype(jnp.float32), axis=(1, 2))
+        fg_pred, fg_true = pred > 0, mask > 0
+        inter = jnp.sum(fg_pred & fg_true, axis=(1, 2)).astype(jnp.float32)
+        union = jnp.sum(fg_pred | fg_true, axis=(1, 2)).astype(jnp.float32)
+        iou = jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
+        return jnp.mean(per_image_loss), {
+            "loss": _weighted(per_image_loss, weight),
+            "accuracy": _weighted(per_image_acc, weight),
+            "iou": _weighted(iou, weight),
+            "count": _weighted(jnp.ones_like(iou), weight),
+        }
+
+    def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+        return self._sums(outputs, batch, None)
+
+    def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
+        return self._sums(outputs, batch, batch.get("weight"))[1]

@@ -1,0 +1,48 @@
+"""Train a jaxcnn model: python train.py --config configs/digits_lenet.py --workdir DIR
+[--config.key=value ...] [--lr_find] [--eval_only]. Thin: parses flags, calls jaxcnn.train."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `from configs import default`
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+_LR_FIND = flags.DEFINE_bool("lr_find", False, "Run the learning-rate finder instead.")
+_EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Evaluate the best checkpoint and exit.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch to fit / lr_find / evaluate_checkpoint and print one JSON line."""
+    del argv
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)  # orbax logs every file it writes, and warns on
+    # each step-interval checkpoint saved without validation metrics (by design here)
+    from jaxcnn.errors import JaxcnnError
+    from jaxcnn.train import evaluate_checkpoint, fit, lr_find
+
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    try:
+        if _LR_FIND.value:
+            result = lr_find(config, workdir)
+        elif _EVAL_ONLY.value:
+            result = evaluate_checkpoint(config, workdir)
+            result.pop("confusion_matrix", None)  # in eval.jsonl; keep stdout to one line
+        else:
+            result = fit(config, workdir)
+    except JaxcnnError as err:
+        print(f"train.py: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return 1
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
