@@ -24,6 +24,15 @@ from jaxcnn.models import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # PEP 562: `jaxcnn.predict` without importing PIL/flax IO eagerly
+    if name == "predict":
+        from jaxcnn.pretrained.predict import predict
+
+        return predict
+    raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -38,4 +47,5 @@ __all__ = [
     "get_model_spec",
     "init_variables",
     "list_models",
+    "predict",
 ]

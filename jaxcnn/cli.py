@@ -9,7 +9,7 @@ import sys
 
 from jaxcnn.errors import JaxcnnError
 
-COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli", "jaxcnn.pretrained.cli")
 
 
 def _list_models(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ stems, depthwise-separable and inverted-residual MobileNets, U-Net, the autoenco
 setup-built BN, a Siamese wrapper), eagerly where no compilation is needed and with
 `jax.eval_shape` where only dtypes matter."""
 
+import functools
+
 import flax.linen as nn
 import flax.traverse_util
 import jax
@@ -14,25 +16,42 @@ import optax
 import pytest
 from flax.core import FrozenDict
 
-import jaxcnn
 from jaxcnn.models.autoencoder import ConvAutoencoder
 from jaxcnn.models.mobilenet import MobileNetV1, MobileNetV2
 from jaxcnn.models.resnet import Bottleneck, ResNet, _tiny_resnet
 from jaxcnn.models.siamese import Siamese
 from jaxcnn.models.unet import UNet
 
+# Depthwise-separable blocks with and without stride; inverted residuals without expansion,
+# with expansion and stride, and with the residual connection (second repeat).
+TINY_V1 = ((8, 1), (16, 2), (16, 1))
+TINY_V2 = ((1, 8, 1, 1), (6, 16, 2, 2))
+
 # name -> (builder taking overrides, input shape (H, W, C))
 CONFIGS = {
     "resnet_basic_cifar": (lambda **kw: _tiny_resnet(num_classes=4, **kw), (8, 8, 3)),
     "resnext_bottleneck_imagenet": (
         lambda **kw: ResNet(
-            stage_sizes=(1, 1), block_cls=Bottleneck, num_filters=4, groups=2,
-            width_per_group=8, num_classes=4, **kw,
+            stage_sizes=(1, 1),
+            block_cls=Bottleneck,
+            num_filters=8,
+            groups=2,
+            width_per_group=16,
+            num_classes=4,
+            **kw,
         ),
         (16, 16, 3),
     ),  # fmt: skip
-    "mobilenet_v1": (lambda **kw: MobileNetV1(width_mult=0.125, num_classes=4, **kw), (32, 32, 3)),
-    "mobilenet_v2": (lambda **kw: MobileNetV2(width_mult=0.1, num_classes=4, **kw), (32, 32, 3)),
+    "mobilenet_v1": (
+        lambda **kw: MobileNetV1(blocks=TINY_V1, width_mult=0.125, num_classes=4, **kw),
+        (32, 32, 3),
+    ),
+    "mobilenet_v2": (
+        lambda **kw: MobileNetV2(
+            inverted_residual_setting=TINY_V2, width_mult=0.25, num_classes=4, **kw
+        ),
+        (32, 32, 3),
+    ),
     "unet": (lambda **kw: UNet(n_filters=2, num_classes=2, **kw), (16, 16, 3)),
     "conv_autoencoder": (lambda **kw: ConvAutoencoder(**kw), (28, 28, 1)),
     "siamese": (
@@ -45,16 +64,28 @@ CONFIGS = {
         (8, 8, 3),
     ),
 }
-WITH_BN = sorted(CONFIGS)
+# LLVM optimisation level 0: compiles these small graphs ~3x faster on the 2-core CI machine;
+# the numbers checked here do not depend on it.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+COMPILED = sorted(CONFIGS)
 WITH_DROPOUT = ["mobilenet_v2", "unet"]
 
 
-def _setup(name: str, batch: int = 2, **overrides):
-    build, shape = CONFIGS[name]
-    model = build(**overrides)
-    x = jax.random.normal(jax.random.key(1), (batch, *shape), jnp.float32)
-    variables = model.init({"params": jax.random.key(0)}, x, train=False)
-    return model, variables, x
+def _numpy_variables(model: nn.Module, x: jax.ShapeDtypeStruct, seed: int = 0) -> dict:
+    """He-normal kernels, zero biases, unit BN scales / variances, built in numpy from the
+    abstract variables: no `model.init` compilation (slow on a loaded 2-core machine)."""
+    rng = np.random.default_rng(seed)
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+
+    def make(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+        fill = 1.0 if name in ("scale", "var") else 0.0
+        return np.full(leaf.shape, fill, np.float32)
+
+    return jax.tree_util.tree_map_with_path(make, dict(abstract))
 
 
 def _leaves_equal(a, b) -> bool:
@@ -63,73 +94,86 @@ def _leaves_equal(a, b) -> bool:
     )
 
 
-@pytest.mark.parametrize("name", WITH_BN)
+@functools.cache
+def _run(name: str):
+    """Model, variables, input and one compiled function giving everything the BN, dropout
+    and gradient tests look at (one compilation per configuration)."""
+    build, shape = CONFIGS[name]
+    model = build()
+    x = jax.random.normal(jax.random.key(1), (4, *shape), jnp.float32)
+    variables = _numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def run(variables, x, rng):
+        params, batch_stats = variables["params"], variables["batch_stats"]
+        y_eval, eval_state = model.apply(variables, x, train=False, mutable=["batch_stats"])
+
+        def loss_fn(params):
+            y, state = model.apply(
+                {"params": params, "batch_stats": batch_stats}, x, train=True,
+                mutable=["batch_stats"], rngs={"dropout": rng},
+            )  # fmt: skip
+            return jnp.mean(jnp.square(y)), (y, state["batch_stats"])
+
+        (loss, (y_train, train_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return {
+            "y_eval": y_eval,
+            "eval_stats": eval_state["batch_stats"],
+            "y_train": y_train,
+            "train_stats": train_stats,
+            "loss": loss,
+            "grads": grads,
+        }
+
+    return model, variables, x, run
+
+
+@pytest.mark.parametrize("name", COMPILED)
 def test_batch_stats_change_only_in_training(name):
-    model, variables, x = _setup(name)
-    rngs = {"dropout": jax.random.key(2)}
-    y_eval_1 = model.apply(variables, x, train=False)
-    y_eval_2 = model.apply(variables, x, train=False)
-    np.testing.assert_array_equal(y_eval_1, y_eval_2)  # eval is deterministic
-
-    # Eval mode with batch_stats mutable must leave the statistics untouched.
-    _, same = model.apply(variables, x, train=False, mutable=["batch_stats"])
-    assert _leaves_equal(same["batch_stats"], variables["batch_stats"])
-
-    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
+    model, variables, x, run = _run(name)
+    out, again = run(variables, x, jax.random.key(2)), run(variables, x, jax.random.key(2))
+    np.testing.assert_array_equal(out["y_eval"], again["y_eval"])  # eval is deterministic
+    # Eval mode with batch_stats mutable leaves the statistics untouched.
+    assert _leaves_equal(out["eval_stats"], variables["batch_stats"])
     before = flax.traverse_util.flatten_dict(variables["batch_stats"])
-    after = flax.traverse_util.flatten_dict(updated["batch_stats"])
+    after = flax.traverse_util.flatten_dict(out["train_stats"])
     assert before.keys() == after.keys() and len(before) > 0
     # Every BN layer saw a batch: its variance estimate moved (a mean can stay 0 exactly
     # when a channel is dead), and some means moved.
     assert all(not np.allclose(before[k], after[k]) for k in before if k[-1] == "var")
     assert any(not np.allclose(before[k], after[k]) for k in before if k[-1] == "mean")
-
     # Training mode without mutable batch_stats cannot silently drop the update.
+    abstract_x = jax.ShapeDtypeStruct(x.shape, x.dtype)
     with pytest.raises(Exception, match="batch_stats"):
-        model.apply(variables, x, train=True, rngs=rngs)
+        jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=True, rngs={"dropout": jax.random.key(0)}),
+            variables,
+            abstract_x,
+        )
 
 
 @pytest.mark.parametrize("name", WITH_DROPOUT)
 def test_dropout_only_in_training_with_rng(name):
-    model, variables, x = _setup(name)
-    apply = lambda seed: model.apply(
-        variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(seed)}
-    )[0]
-    np.testing.assert_array_equal(apply(3), apply(3))  # the rng alone decides the mask
-    assert not np.allclose(apply(3), apply(4))
-    # Without dropout (rate 0) two rngs agree: the difference above is dropout's.
-    quiet = CONFIGS[name][0](dropout=0.0)
-    no_drop = [
-        quiet.apply(
-            variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(s)}
-        )[0]
-        for s in (3, 4)
-    ]
-    np.testing.assert_array_equal(*no_drop)
+    model, variables, x, run = _run(name)
+    first, same, other = (run(variables, x, jax.random.key(s)) for s in (3, 3, 4))
+    np.testing.assert_array_equal(first["y_train"], same["y_train"])  # the rng decides
+    assert not np.allclose(first["y_train"], other["y_train"])
+    np.testing.assert_array_equal(first["y_eval"], other["y_eval"])  # eval ignores the rng
     with pytest.raises(Exception, match="dropout"):
-        model.apply(variables, x, train=True, mutable=["batch_stats"])
+        jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
+            variables,
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+        )
 
 
-@pytest.mark.parametrize("name", ["resnet_basic_cifar", "mobilenet_v2", "unet", "siamese"])
+@pytest.mark.parametrize("name", COMPILED)
 def test_jit_compiles_and_gradients_are_finite(name):
-    model, variables, x = _setup(name)
-
-    @jax.jit
-    def loss_and_grads(params, batch_stats, x, rng):
-        def loss_fn(params):
-            y, new_state = model.apply(
-                {"params": params, "batch_stats": batch_stats}, x, train=True,
-                mutable=["batch_stats"], rngs={"dropout": rng},
-            )  # fmt: skip
-            return jnp.mean(jnp.square(y)), new_state
-
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-    (loss, _), grads = loss_and_grads(
-        variables["params"], variables["batch_stats"], x, jax.random.key(5)
-    )
-    assert np.isfinite(loss)
-    leaves = jax.tree.leaves(grads)
+    _, variables, x, run = _run(name)
+    out = run(variables, x, jax.random.key(5))
+    assert np.isfinite(out["loss"]) and out["loss"] > 0
+    leaves = jax.tree.leaves(out["grads"])
+    assert len(leaves) == len(jax.tree.leaves(variables["params"]))
     assert all(np.isfinite(g).all() for g in leaves)
     assert any(np.abs(g).max() > 0 for g in leaves)
 
@@ -158,10 +202,10 @@ def test_small_resnet_overfits_a_fixed_batch():
     model = _tiny_resnet(num_classes=4)
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3), jnp.float32)
     labels = jnp.arange(8) % 4
-    variables = model.init(jax.random.key(1), x)
+    variables = _numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
     tx = optax.adam(1e-2)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def step(params, batch_stats, opt_state):
         def loss_fn(params):
             logits, new_state = model.apply(

@@ -1,8 +1,11 @@
-"""Shared helpers of the training tests: a tiny config (LeNet-5 or a 4-channel small_cnn on
-a slice of the embedded digits) and a manual loop over the compiled step on a given mesh."""
+"""Shared helpers of the training tests: a tiny config (a 4-channel small_cnn with BatchNorm
+and dropout, or LeNet-5, on a slice of the embedded digits) and a manual loop over the
+compiled step on a given mesh. Compiled steps are cached per (run, optimizer, mesh) so a test
+module compiles each program once (compiles dominate CPU test time)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from jaxcnn.train import (  # noqa: E402
 
 
 def tiny_config(model: str = "small_cnn", **model_kwargs):
-    """The smoke config, no progress bar; small_cnn at width 4 with BN (and dropout)."""
+    """The smoke config, no progress bar; small_cnn at width 4 with BN and dropout."""
     config = smoke.get_config()
     config.progress = False
     config.model.name = model
@@ -36,22 +39,41 @@ def tiny_config(model: str = "small_cnn", **model_kwargs):
     return config
 
 
-def run_steps(config, n_steps: int, devices=None):
-    """(state, per-step metrics) after `n_steps` compiled steps on a mesh over `devices`."""
-    mesh = make_mesh(devices)
-    run = setup(config)
-    tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
+_COMPILED: dict = {}
+
+
+def _compiled(run, config, n_devices: int):
+    key = (id(run), config.optimizer.to_json(), config.schedule.to_json(), n_devices)
+    if key not in _COMPILED:
+        mesh = make_mesh(jax.devices()[:n_devices])
+        tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
+        step_fn = jit_train_step(make_train_step(run.model, run.task, tx, run.prep,
+                                                 run.steps_per_epoch), mesh)
+        _COMPILED[key] = (mesh, tx, step_fn, OnDeviceData(run.splits.train, mesh))
+    return _COMPILED[key]
+
+
+def run_steps(run, n_steps: int, n_devices: int = 4, config=None):
+    """(state, per-step host metrics, jitted step) after `n_steps` steps from the initial
+    state of `run` on the first `n_devices` devices (optimizer from `config`, default run's)."""
+    config = run.config if config is None else config
+    mesh, tx, step_fn, feeder = _compiled(run, config, n_devices)
     state = initial_state(run, tx, mesh)
-    step_fn = jit_train_step(make_train_step(run.model, run.task, tx, run.prep,
-                                             run.steps_per_epoch), mesh)
-    feeder = OnDeviceData(run.splits.train, mesh)
     spe, bs, n = run.steps_per_epoch, config.data.batch_size, len(run.splits.train)
     metrics = []
     for s in range(n_steps):
-        state, m = step_fn(state, feeder.batch(train_indices(config.seed, s // spe, s % spe, n,
-                                                             bs)))
+        idx = train_indices(config.seed, s // spe, s % spe, n, bs)
+        state, m = step_fn(state, feeder.batch(idx))
         metrics.append(jax.device_get(m))
     return state, metrics, step_fn
+
+
+@functools.cache
+def tiny_run(model: str = "small_cnn", bf16: bool = False):
+    """A cached `setup()` of `tiny_config(model)`."""
+    config = tiny_config(model)
+    config.bf16 = bf16
+    return setup(config)
 
 
 def leaves(tree) -> list[np.ndarray]:

@@ -1,13 +1,16 @@
 """The model zoo: importing this package registers every family."""
 
 from jaxcnn.models import (  # noqa: F401  (importing a family registers its models)
+    alexnet,
     autoencoder,
+    googlenet,
     lenet,
     mobilenet,
     resnet,
     siamese,
     small_cnn,
     unet,
+    vgg,
 )
 from jaxcnn.models.registry import (
     ModelSpec,

@@ -43,29 +43,34 @@ from jaxcnn.models.registry import register_model
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def _dense_layers(
+def _classifier(
     x: jax.Array,
     names: tuple[str, str, str],
-    hidden: int,
     num_classes: int,
     dropout: float,
     train: bool,
-    out: dict[str, jax.Array],
     *,
     dtype: Dtype,
     param_dtype: Dtype,
-) -> None:
-    """Dropout, FC, ReLU, dropout, FC, ReLU, FC: the classifier both AlexNets share."""
+) -> tuple[jax.Array, jax.Array]:
+    """Dropout, FC 4096, ReLU, dropout, FC 4096, ReLU, FC: the head both AlexNets share.
+    Returns (pre_logits, logits)."""
     dense = partial(
         nn.Dense, kernel_init=torch_default_kernel_init, dtype=dtype, param_dtype=param_dtype
     )
     x = nn.Dropout(dropout, deterministic=not train)(flatten(x))
-    x = nn.relu(dense(hidden, name=names[0])(x))
+    x = nn.relu(dense(4096, name=names[0])(x))
     x = nn.Dropout(dropout, deterministic=not train)(x)
-    x = out["pre_logits"] = nn.relu(dense(hidden, name=names[1])(x))
-    out["logits"] = classifier_head(
-        x, num_classes, dtype=dtype, param_dtype=param_dtype, name=names[2]
+    x = nn.relu(dense(4096, name=names[1])(x))
+    logits = classifier_head(
+        x,
+        num_classes,
+        kernel_init=torch_default_kernel_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=names[2],
     )
+    return x, logits
 
 
 class AlexNet(Classifier):
@@ -87,22 +92,20 @@ class AlexNet(Classifier):
             param_dtype=self.param_dtype,
         )
         out = {}
-        x = nn.relu(conv(64, (11, 11), (4, 4), padding=((2, 2), (2, 2)), name="features_0")(x))
+        x = nn.relu(conv(64, (11, 11), (4, 4), padding=2, name="features_0")(x))
         x = out["stage1"] = max_pool(x, 3, 2)
-        x = nn.relu(conv(192, (5, 5), padding=((2, 2), (2, 2)), name="features_3")(x))
+        x = nn.relu(conv(192, (5, 5), padding=2, name="features_3")(x))
         x = out["stage2"] = max_pool(x, 3, 2)
-        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=((1, 1), (1, 1)), name="features_6")(x))
-        x = out["stage4"] = nn.relu(conv(256, (3, 3), padding=((1, 1), (1, 1)), name="features_8")(x))
-        x = nn.relu(conv(256, (3, 3), padding=((1, 1), (1, 1)), name="features_10")(x))
+        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=1, name="features_6")(x))
+        x = out["stage4"] = nn.relu(conv(256, (3, 3), padding=1, name="features_8")(x))
+        x = nn.relu(conv(256, (3, 3), padding=1, name="features_10")(x))
         x = out["stage5"] = max_pool(x, 3, 2)
-        _dense_layers(
+        out["pre_logits"], out["logits"] = _classifier(
             adaptive_avg_pool(x, (6, 6)),
             ("classifier_1", "classifier_4", "classifier_6"),
-            4096,
             self.num_classes,
             self.dropout,
             train,
-            out,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -130,10 +133,10 @@ class AlexNetOriginal(Classifier):
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="alexnet_original", channels=self.in_channels, min_size=227)
         if _original_feature_size(x.shape[1]) != 6 or _original_feature_size(x.shape[2]) != 6:
-            # No adaptive pooling in the paper: fc6 sees exactly 6x6x256 (sizes 227..234).
+            # No adaptive pooling in the paper: fc6 sees exactly 6x6x256 (sizes 227..258).
             raise InputError(
                 f"alexnet_original has fixed-size FC layers and expects [batch, 227, 227, "
-                f"{self.in_channels}] (any H, W in 227..234 gives the required 6x6 feature "
+                f"{self.in_channels}] (any H, W in 227..258 gives the required 6x6 feature "
                 f"map); got shape {tuple(x.shape)}. Resize to 227x227, or use `alexnet`, "
                 f"which pools adaptively."
             )
@@ -147,20 +150,18 @@ class AlexNetOriginal(Classifier):
         out = {}
         x = lrn(nn.relu(conv(96, (11, 11), (4, 4), padding="VALID", name="conv1")(x)))
         x = out["stage1"] = max_pool(x, 3, 2)
-        x = lrn(nn.relu(conv(256, (5, 5), padding=((2, 2), (2, 2)), name="conv2")(x)))
+        x = lrn(nn.relu(conv(256, (5, 5), padding=2, name="conv2")(x)))
         x = out["stage2"] = max_pool(x, 3, 2)
-        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=((1, 1), (1, 1)), name="conv3")(x))
-        x = out["stage4"] = nn.relu(conv(384, (3, 3), padding=((1, 1), (1, 1)), name="conv4")(x))
-        x = nn.relu(conv(256, (3, 3), padding=((1, 1), (1, 1)), name="conv5")(x))
+        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
+        x = out["stage4"] = nn.relu(conv(384, (3, 3), padding=1, name="conv4")(x))
+        x = nn.relu(conv(256, (3, 3), padding=1, name="conv5")(x))
         x = out["stage5"] = max_pool(x, 3, 2)
-        _dense_layers(
+        out["pre_logits"], out["logits"] = _classifier(
             x,
             ("fc6", "fc7", "fc8"),
-            4096,
             self.num_classes,
             self.dropout,
             train,
-            out,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )

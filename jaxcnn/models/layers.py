@@ -204,11 +204,19 @@ class ConvBNAct(nn.Module):
 
 
 def classifier_head(
-    x: jax.Array, num_classes: int, *, dtype: Dtype, param_dtype: Dtype, name: str = "fc"
+    x: jax.Array,
+    num_classes: int,
+    *,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    name: str = "fc",
+    kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init,
 ) -> jax.Array:
     """Final Dense layer with float32 logits (stable losses under bf16 compute); identity
     when `num_classes == 0`."""
     if num_classes == 0:
         return x
-    logits = nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype, name=name)(x)
+    logits = nn.Dense(
+        num_classes, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, name=name
+    )(x)
     return logits.astype(jnp.float32)

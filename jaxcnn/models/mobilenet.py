@@ -70,10 +70,12 @@ def _stage_ends(strides: list[int]) -> list[int]:
 
 
 class MobileNetV1(Classifier):
-    """MobileNet v1 with width multiplier `width_mult` (alpha in the paper)."""
+    """MobileNet v1 with width multiplier `width_mult` (alpha in the paper); `blocks` lists
+    (pointwise channels, depthwise stride) per depthwise-separable block."""
 
     num_classes: int = 1000
     width_mult: float = 1.0
+    blocks: tuple[tuple[int, int], ...] = V1_BLOCKS
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -91,8 +93,8 @@ class MobileNetV1(Classifier):
         width = lambda c: max(1, int(c * self.width_mult))
         out = {}
         x = out["stem"] = conv(width(32), 3, 2, name="stem")(x)
-        ends = _stage_ends([s for _, s in V1_BLOCKS])
-        for i, (channels, strides) in enumerate(V1_BLOCKS):
+        ends = _stage_ends([s for _, s in self.blocks])
+        for i, (channels, strides) in enumerate(self.blocks):
             x = conv(x.shape[-1], 3, strides, groups=x.shape[-1], name=f"block{i + 1}_dw")(x)
             x = conv(width(channels), 1, name=f"block{i + 1}_pw")(x)
             if i in ends:
@@ -143,10 +145,12 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(Classifier):
-    """torchvision's MobileNetV2 (`width_mult`, `round_nearest=8`, dropout 0.2)."""
+    """torchvision's MobileNetV2 (`width_mult`, `inverted_residual_setting` rows (t, c, n, s),
+    `round_nearest=8`, dropout 0.2)."""
 
     num_classes: int = 1000
     width_mult: float = 1.0
+    inverted_residual_setting: tuple[tuple[int, int, int, int], ...] = V2_SETTING
     dropout: float = 0.2
     in_channels: int = 3
     dtype: Dtype = jnp.float32
@@ -166,7 +170,7 @@ class MobileNetV2(Classifier):
         )
         blocks = [
             (make_divisible(c * self.width_mult), s if i == 0 else 1, t)
-            for t, c, n, s in V2_SETTING
+            for t, c, n, s in self.inverted_residual_setting
             for i in range(n)
         ]
         ends = _stage_ends([s for _, s, _ in blocks])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.similarity.features import make_extractor
+from jaxcnn.similarity.features import make_extractor, weights_id
 from jaxcnn.similarity.images import describe, list_images
 from jaxcnn.similarity.metrics import METRICS
 from jaxcnn.similarity.search import pairwise
@@ -103,7 +103,8 @@ def _format_table(title: str, rows: list[tuple[str, float, bool]]) -> str:
     lines = [title, "| Method | Similarity   | more similar when |",
              "|--------|--------------|-------------------|"]
     for name, value, higher in rows:
-        lines.append(f"| {name:6s} | {value:12.6g} | {'higher' if higher else 'lower (distance)':17s} |")
+        direction = "higher" if higher else "lower (distance)"
+        lines.append(f"| {name:6s} | {value:12.6g} | {direction:17s} |")
     return "\n".join(lines)
 
 
@@ -215,16 +216,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     index = load_index(args.index)
     meta = index.meta
-    model = args.model or meta["model"]
-    weights = args.weights if args.weights is not None else (meta["weights"] or None)
-    layer = args.layer or meta["layer"]
-    if model == "pixels":
+    # Compare what was asked for with what built the index before building any network.
+    asked = {"model": args.model, "layer": args.layer,
+             "weights": None if args.weights is None else weights_id(args.weights)}
+    if any(v is not None and v != meta[k] for k, v in asked.items()):
+        check_compatible(meta, {**meta, **{k: v for k, v in asked.items() if v is not None}},
+                         f"the index {args.index}")
+    if meta["model"] == "pixels":
         ext = make_extractor("pixels", size=int(meta["preprocessing"]["size"][0]))
     else:
-        # "random(seed=N)" recorded by an index of a randomly initialized network.
+        # "random(seed=N)" is what an index of a randomly initialized network records.
+        weights = meta["weights"] or None
         if weights and weights.startswith("random(seed="):
             weights = None
-        ext = make_extractor(model, weights, layer, batch_size=args.batch_size)
+        ext = make_extractor(meta["model"], weights, meta["layer"], batch_size=args.batch_size)
     check_compatible(meta, ext.describe(), f"the index {args.index}")
     if args.k < 1:
         raise InputError(f"-k must be at least 1; got {args.k}.")

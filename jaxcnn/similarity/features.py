@@ -9,6 +9,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,18 +20,19 @@ from jax.sharding import PartitionSpec as P
 
 from jaxcnn.errors import ConfigError, InputError
 from jaxcnn.models import create_model, get_model_spec, init_variables
+from jaxcnn.pretrained.transforms import IMAGENET_MEAN as _MEAN01
+from jaxcnn.pretrained.transforms import IMAGENET_STD as _STD01
 from jaxcnn.similarity.images import (
     ImageLike,
     as_image_list,
     load_image,
     resize,
-    resize_shorter_center_crop,
 )
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+IMAGENET_MEAN = tuple(255.0 * m for m in _MEAN01)
+IMAGENET_STD = tuple(255.0 * s for s in _STD01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +49,24 @@ class Preprocessing:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3] -> float32 [size[0], size[1], channels], normalized."""
-        if self.resize_shorter:
-            image = resize_shorter_center_crop(image, self.resize_shorter, self.size)
-        else:
-            image = resize(image, self.size)
-        x = image.astype(np.float32)
+        if self.resize_shorter and self.channels == 3 and self.size[0] == self.size[1]:
+            from jaxcnn.pretrained.transforms import ImageClassification
+
+            # torchvision's exact eval transform (resize rounding, crop offsets, antialias).
+            transform = ImageClassification(
+                self.resize_shorter, self.size[0], tuple(m / 255.0 for m in self._mean()),
+                tuple(s / 255.0 for s in self._std()))
+            return transform(image)
+        x = resize(image, self.size).astype(np.float32)
         if self.channels == 1:
             x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]  # ITU-R 601 luma
-        mean = np.broadcast_to(np.asarray(self.mean, np.float32), (self.channels,))
-        std = np.broadcast_to(np.asarray(self.std, np.float32), (self.channels,))
-        return (x - mean) / std
+        return (x - self._mean()) / self._std()
+
+    def _mean(self) -> np.ndarray:
+        return np.broadcast_to(np.asarray(self.mean, np.float32), (self.channels,))
+
+    def _std(self) -> np.ndarray:
+        return np.broadcast_to(np.asarray(self.std, np.float32), (self.channels,))
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """(x - mean) / std of a uint8 batch [N, H, W, C] already at `size` and `channels`
@@ -67,9 +77,7 @@ class Preprocessing:
                 f"normalize expects [N, {self.size[0]}, {self.size[1]}, {self.channels}] images; "
                 f"got {images.shape}. Use the Preprocessing object on single images instead."
             )
-        mean = np.broadcast_to(np.asarray(self.mean, np.float32), (self.channels,))
-        std = np.broadcast_to(np.asarray(self.std, np.float32), (self.channels,))
-        return (images.astype(np.float32) - mean) / std
+        return (images.astype(np.float32) - self._mean()) / self._std()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in search indexes)."""
@@ -77,10 +85,16 @@ class Preprocessing:
 
 
 def default_preprocessing(model_name: str) -> Preprocessing:
-    """The convention for a model without weight-specific transforms: ImageNet's eval
-    transform (resize shorter side to 256/224 of the crop, centre crop, ImageNet mean/std) for
-    models whose canonical input is at least 64 pixels; a plain resize and [0, 1] scaling for
-    small-input models (LeNet, CIFAR stems), as jaxcnn's default training config does."""
+    """The transform of the model's torchvision weights when it has some
+    (jaxcnn.pretrained), else: ImageNet's eval transform (shorter side to 256/224 of the crop,
+    centre crop, ImageNet mean/std) for models whose canonical input is at least 64 pixels,
+    and a plain resize with [0, 1] scaling for small-input models (LeNet, CIFAR stems), as
+    jaxcnn's default training config does."""
+    from jaxcnn.similarity.weights import pretrained_preprocessing
+
+    registered = pretrained_preprocessing(model_name)
+    if registered is not None:
+        return registered
     spec = get_model_spec(model_name)
     h, w, c = spec.input_shape
     if min(h, w) >= 64:
@@ -89,22 +103,13 @@ def default_preprocessing(model_name: str) -> Preprocessing:
     return Preprocessing((h, w), c)
 
 
-def _pretrained_preprocessing(model_name: str, weights: str) -> Preprocessing | None:
-    """The transforms recorded with named pretrained weights, when jaxcnn.pretrained has them."""
-    try:
-        from jaxcnn import pretrained
-    except ImportError:
-        return None
-    get = getattr(pretrained, "preprocessing", None)
-    if get is None:
-        return None
-    cfg = get(weights)
-    if isinstance(cfg, Preprocessing):
-        return cfg
-    fields = {f.name for f in dataclasses.fields(Preprocessing)}
-    cfg = dict(cfg) if not isinstance(cfg, dict) else cfg
-    return Preprocessing(**{k: (tuple(v) if isinstance(v, list) else v)
-                            for k, v in cfg.items() if k in fields})
+def weights_id(weights: str | os.PathLike | None) -> str:
+    """How weights are recorded in indexes: absolute for files and workdirs (so a search
+    from another directory finds them), verbatim for pretrained names."""
+    if weights is None:
+        return ""
+    path = Path(weights).expanduser()
+    return str(path.resolve()) if path.exists() else str(weights)
 
 
 def _loud_random_warning(model_name: str) -> None:
@@ -166,7 +171,7 @@ class FeatureExtractor:
     ):
         self.model_name = model_name
         self.layer = layer
-        self.weights = "" if weights is None else str(weights)
+        self.weights = weights_id(weights)
         model_kwargs = dict(model_kwargs or {})
         if dtype is not None:
             model_kwargs["dtype"] = dtype
@@ -179,9 +184,7 @@ class FeatureExtractor:
             preprocessing = preprocessing or loaded.preprocessing
             model_kwargs = {**loaded.model_kwargs, **model_kwargs}
         self.model = create_model(model_name, num_classes=num_classes, **model_kwargs)
-        self.preprocessing = preprocessing or (
-            _pretrained_preprocessing(model_name, self.weights) if self.weights else None
-        ) or default_preprocessing(model_name)
+        self.preprocessing = preprocessing or default_preprocessing(model_name)
         h, w = self.preprocessing.size
         in_shape = (h, w, self.preprocessing.channels)
         if variables is None:

@@ -105,19 +105,6 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), np.uint8)
 
 
-def resize_shorter_center_crop(image: np.ndarray, resize_to: int, crop: tuple[int, int]
-                               ) -> np.ndarray:
-    """torchvision's eval transform: shorter side to `resize_to`, then a centre crop."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = resize_to / min(h, w)
-    nh, nw = max(crop[0], round(h * scale)), max(crop[1], round(w * scale))
-    img = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), np.uint8)
-    top, left = (nh - crop[0]) // 2, (nw - crop[1]) // 2
-    return img[top:top + crop[0], left:left + crop[1]]
-
-
 def load_images(images: Sequence[ImageLike] | ImageLike, size: tuple[int, int] | int
                 ) -> np.ndarray:
     """Several images resized to one `size` (H, W), stacked: uint8 [N, H, W, 3]. A single

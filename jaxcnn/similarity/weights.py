@@ -38,30 +38,39 @@ def is_workdir(path: str | Path) -> bool:
 
 
 def load_weights(model_name: str, weights: str | Path) -> LoadedWeights:
-    """Variables for `model_name` from a workdir, a .msgpack file or a pretrained name."""
+    """Variables for `model_name` from a training workdir, a weights file or directory
+    (.msgpack, .pth, .safetensors, `jaxcnn convert` output), or a torchvision weights tag
+    ("IMAGENET1K_V1", "DEFAULT") through jaxcnn.pretrained, with the matching preprocessing."""
     p = Path(weights).expanduser()
     if is_workdir(p):
         return load_workdir(p, model_name)
-    if p.is_file() and p.suffix == ".msgpack":
-        from flax import serialization
+    from jaxcnn import pretrained
 
-        variables = dict(serialization.msgpack_restore(p.read_bytes()))
-        return LoadedWeights(variables, _infer_num_classes(model_name, variables, {}), None, {},
-                             str(p))
+    if p.exists():
+        variables = dict(pretrained.load(model_name, path=p))
+        tag = "IMAGENET1K_V1"
+    else:
+        tag = str(weights)
+        variables = dict(pretrained.load(model_name, weights=tag))
+    prep = pretrained_preprocessing(model_name, tag)
+    return LoadedWeights(variables, _infer_num_classes(model_name, variables, {}), prep, {},
+                         str(weights))
+
+
+def pretrained_preprocessing(model_name: str, tag: str = "IMAGENET1K_V1") -> Any:
+    """The evaluation transform registered with torchvision weights `tag` of `model_name`, as
+    a features.Preprocessing (None when the model has no registered weights)."""
+    from jaxcnn.errors import UnknownModelError
+    from jaxcnn.pretrained import get_weights
+    from jaxcnn.similarity.features import Preprocessing
+
     try:
-        from jaxcnn import pretrained
-    except ImportError:
-        pretrained = None
-    if pretrained is not None and hasattr(pretrained, "load"):
-        variables = pretrained.load(str(weights))
-        variables = dict(getattr(variables, "variables", variables))
-        return LoadedWeights(variables, _infer_num_classes(model_name, variables, {}), None, {},
-                             str(weights))
-    raise CheckpointError(
-        f"--weights {str(weights)!r} is neither a training workdir (with checkpoints/ and "
-        "config.json), a .msgpack file, nor a pretrained name (jaxcnn.pretrained is not "
-        "available). Train one with `python train.py --config ... --workdir DIR`."
-    )
+        entry = get_weights(model_name, tag)
+    except UnknownModelError:
+        return None
+    return Preprocessing((entry.crop_size, entry.crop_size), 3,
+                         tuple(255.0 * m for m in entry.mean), tuple(255.0 * s for s in entry.std),
+                         resize_shorter=entry.resize_size)
 
 
 def load_workdir(workdir: Path, model_name: str | None = None) -> LoadedWeights:

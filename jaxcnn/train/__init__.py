@@ -1,6 +1,7 @@
 """Training: `fit(config, workdir)`, the TrainState, pure compiled steps, tasks, optimizers
 and schedules from config, orbax checkpoints, logs and plots."""
 
+from jaxcnn.train import siamese_task  # noqa: F401  (registers the "siamese" task)
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.init import load_init_variables, merge_variables, register_init_loader
@@ -16,7 +17,6 @@ from jaxcnn.train.steps import (
     make_train_step,
 )
 from jaxcnn.train.tasks import Task, get_task, register_task
-from jaxcnn.train import siamese_task  # noqa: F401,E402  (registers the "siamese" task)
 
 __all__ = [
     "Checkpointer",

@@ -7,6 +7,7 @@ for mismatching leaves. Other packages register schemes, e.g. "torchvision:resne
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ def load_init_variables(path: str, config: Any) -> dict:
     """Variables from "scheme:name" (a registered loader), a jaxcnn workdir or orbax step
     directory (its best checkpoint), or a flax msgpack file of {"params", "batch_stats"}."""
     scheme, sep, name = path.partition(":")
+    if sep and scheme == "torchvision" and scheme not in _LOADERS:
+        from jaxcnn.pretrained.transfer import register_loader
+
+        register_loader()
     if sep and scheme in _LOADERS:
         return _LOADERS[scheme](name, config)
     p = Path(path).expanduser()
@@ -66,8 +71,9 @@ def _from_workdir(path: Path) -> dict:
 
 def merge_variables(fresh: dict, loaded: dict, *, reinit_head: bool, where: str) -> dict:
     """`loaded` laid over `fresh` (same tree). A leaf missing or of another shape raises
-    CheckpointError naming it and both shapes, unless `reinit_head` keeps the fresh leaf."""
-    out = {}
+    CheckpointError naming it and both shapes, unless `reinit_head` keeps the fresh leaf
+    (then one log line names the re-initialized leaves, e.g. a new 10-class head)."""
+    out, fresh_kept = {}, []
     for collection, tree in fresh.items():
         src = loaded.get(collection, {})
 
@@ -82,6 +88,8 @@ def merge_variables(fresh: dict, loaded: dict, *, reinit_head: bool, where: str)
             name = collection + "/" + "/".join(str(getattr(p, "key", p)) for p in path)
             if node is None or np.shape(node) != np.shape(leaf):
                 if reinit_head:
+                    got = "missing" if node is None else f"{np.shape(node)}"
+                    fresh_kept.append(f"{name} {np.shape(leaf)} (loaded: {got})")
                     return leaf
                 got = "missing" if node is None else f"shape {np.shape(node)}"
                 raise CheckpointError(
@@ -92,4 +100,7 @@ def merge_variables(fresh: dict, loaded: dict, *, reinit_head: bool, where: str)
             return np.asarray(node, dtype=np.asarray(leaf).dtype)
 
         out[collection] = jax.tree_util.tree_map_with_path(pick, tree)
+    if fresh_kept:
+        print(f"init from {where}: weights kept except {len(fresh_kept)} freshly initialized "
+              f"leaves (new head): {', '.join(fresh_kept)}", file=sys.stderr, flush=True)
     return out

@@ -120,7 +120,9 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     if loaded is None and config.init.path:
         loaded = load_init_variables(config.init.path, config)
     if loaded is not None:
-        merged = merge_variables(variables, loaded, reinit_head=config.init.reinit_head,
+        # ImageNet weights for another number of classes: keep the backbone, fresh head.
+        reinit = config.init.reinit_head or config.init.path.startswith("torchvision:")
+        merged = merge_variables(variables, loaded, reinit_head=reinit,
                                  where=config.init.path or "passed to fit()")
         variables = jax.device_put(merged, replicated(mesh))
     return Run(config, mesh, splits, model, task, prep, spe, eval_bs, variables)
@@ -211,7 +213,7 @@ def _check_finite(state: TrainState, run: Run, train_fn: Callable, feeder: Any) 
     if run.config.debug_nans:
         where = " " + _locate_nan(state, run, train_fn, feeder, bad)
     raise TrainingError(
-        f"non-finite loss or gradient norm at step {bad} (epoch {bad // run.steps_per_epoch + 1},"
+        f"non-finite loss, gradient or update at step {bad} (epoch {bad // run.steps_per_epoch + 1},"
         f" batch {bad % run.steps_per_epoch}); training stopped and the last good checkpoint is "
         f"kept as the latest.{where} Lower optimizer.lr, enable optimizer.clip_norm, or check the "
         "data; rerun with --config.debug_nans=True to locate the first NaN."
@@ -252,6 +254,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     workdir = Path(workdir)
     run = setup(config, data=data, init_variables=init_variables)
     _prepare_workdir(workdir)
+    if tx_wrap is None:  # config.transfer: frozen stages, per-stage rates (or None)
+        from jaxcnn.pretrained.transfer import make_tx_wrap
+
+        tx_wrap = make_tx_wrap(config, run.model)
     tx, schedule = make_optimizer(config, run.variables["params"], run.steps_per_epoch,
                                   wrap=tx_wrap)
     state = initial_state(run, tx)
@@ -299,7 +305,10 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     metrics_path = workdir / "metrics.jsonl"
     monitor.write_jsonl(metrics_path, history)  # drop records newer than the checkpoint
 
-    train_fn = make_train_step(run.model, run.task, tx, run.prep, spe)
+    from jaxcnn.pretrained.transfer import stats_filter
+
+    frozen_stats = stats_filter(config, run.model, run.variables["params"])
+    train_fn = make_train_step(run.model, run.task, tx, run.prep, spe, freeze_stats=frozen_stats)
     feeder = make_feeder(run.splits.train, run.mesh,
                          "auto" if config.data.on_device == "auto" else config.data.on_device == "on")
     evaluator = _Evaluator(run, make_eval_step(run.model, run.task, run.prep))

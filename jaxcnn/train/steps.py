@@ -47,6 +47,7 @@ class Preprocess:
 def make_train_step(
     model: nn.Module, task: Task, tx: optax.GradientTransformationExtraArgs,
     prep: Preprocess, steps_per_epoch: int,
+    freeze_stats: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The pure training step (not yet compiled)."""
 
@@ -62,12 +63,15 @@ def make_train_step(
                 mutable=["batch_stats"],
             )
             loss, sums = task.loss(outputs, batch)
-            return loss, (sums, updates.get("batch_stats", state.batch_stats))
+            new_stats = updates.get("batch_stats", state.batch_stats)
+            if freeze_stats is not None:  # frozen stages keep their statistics
+                new_stats = freeze_stats(new_stats, state.batch_stats)
+            return loss, (sums, new_stats)
 
         (loss, (sums, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
         params = optax.apply_updates(state.params, updates)
         # Running epoch sums restart at each epoch's first step.
@@ -78,7 +82,8 @@ def make_train_step(
                             opt_state=opt_state, sums=new_sums)
         # NaN guard: a non-finite step leaves the state at the last good values, records the
         # step, and freezes training so no poisoned state can ever be checkpointed.
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.bad_step < 0)
+        ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+              & (state.bad_step < 0))
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
         new = new.replace(bad_step=jnp.where(ok | (state.bad_step >= 0), state.bad_step,
                                              state.step))

@@ -1,0 +1,62 @@
+"""torchvision's ImageNet weights in jaxcnn: the weights registry (URLs, hashes, metrics,
+preprocessing), the converters (`from_torchvision`), loading/downloading (`load`),
+saving converted variables without torch, and `predict`."""
+
+from jaxcnn.pretrained.convert import (
+    KeyMap,
+    batch_norm_leaves,
+    chw_to_hwc_dense_kernel,
+    conv_kernel,
+    convert,
+    dense_kernel,
+)
+from jaxcnn.pretrained.hub import (
+    cache_dir,
+    download,
+    load,
+    read_state_dict,
+    restore_variables,
+    save_variables,
+)
+from jaxcnn.pretrained.predict import predict
+from jaxcnn.pretrained.registry import (
+    WEIGHTS,
+    Weights,
+    get_weights,
+    imagenet_categories,
+    list_weights,
+)
+from jaxcnn.pretrained.torchvision import from_torchvision, key_map_for
+from jaxcnn.pretrained.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageClassification,
+    preprocess,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "WEIGHTS",
+    "ImageClassification",
+    "KeyMap",
+    "Weights",
+    "batch_norm_leaves",
+    "cache_dir",
+    "chw_to_hwc_dense_kernel",
+    "conv_kernel",
+    "convert",
+    "dense_kernel",
+    "download",
+    "from_torchvision",
+    "get_weights",
+    "imagenet_categories",
+    "key_map_for",
+    "list_weights",
+    "load",
+    "predict",
+    "preprocess",
+    "read_state_dict",
+    "restore_variables",
+    "save_variables",
+]

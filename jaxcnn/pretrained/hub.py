@@ -1,0 +1,182 @@
+"""Reading weight files (.pth with torch, .safetensors without), downloading torchvision's
+published files into a cache with sha256 verification, and saving/restoring converted
+variables as flax msgpack (no torch needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcnn.errors import CheckpointError, OfflineError
+from jaxcnn.pretrained.registry import Weights, get_weights
+from jaxcnn.pretrained.torchvision import from_torchvision
+
+VARIABLES_FILE = "variables.msgpack"
+META_FILE = "meta.json"
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where downloads go: `path`, else $JAXCNN_CACHE, else ~/.cache/jaxcnn."""
+    if path is not None:
+        return Path(path).expanduser()
+    return Path(os.environ.get("JAXCNN_CACHE", "~/.cache/jaxcnn")).expanduser()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, prefix: str) -> None:
+    """CheckpointError unless the sha256 of `path` starts with `prefix`."""
+    digest = _sha256(path)
+    if not digest.startswith(prefix):
+        raise CheckpointError(
+            f"{path} is corrupt or truncated: its sha256 starts with {digest[: len(prefix)]}, "
+            f"expected {prefix} (from the published file name). Delete it and download again."
+        )
+
+
+def download(weights: Weights, directory: str | os.PathLike | None = None,
+             *, timeout: float = 60.0) -> Path:  # fmt: skip
+    """The local copy of `weights` in the cache, downloading it first if needed; the
+    sha256 prefix of the file name is checked either way."""
+    dest = cache_dir(directory) / weights.filename
+    if dest.is_file():
+        verify_sha256(dest, weights.sha256_prefix)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        with urllib.request.urlopen(weights.url, timeout=timeout) as response:
+            expected_size = response.headers.get("Content-Length")
+            with partial.open("wb") as f:
+                shutil.copyfileobj(response, f, 1 << 20)
+    except (urllib.error.URLError, OSError) as err:
+        partial.unlink(missing_ok=True)
+        raise OfflineError(
+            f"Cannot download {weights.model} weights {weights.name} from {weights.url} "
+            f"({getattr(err, 'reason', err)}). Download that file on a machine with network "
+            f"access and put it at {dest} (keep the file name; its sha256 prefix is checked), "
+            f"or pass path=... / --from FILE."
+        ) from err
+    if expected_size is not None and partial.stat().st_size != int(expected_size):
+        size = partial.stat().st_size
+        partial.unlink()
+        raise CheckpointError(
+            f"Download of {weights.url} is truncated: {size} of {expected_size} bytes. Retry."
+        )
+    try:
+        verify_sha256(partial, weights.sha256_prefix)
+    except CheckpointError:
+        partial.unlink()
+        raise
+    partial.replace(dest)
+    return dest
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """A state_dict from a .pth/.pt file (needs torch) or a .safetensors file (numpy only)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"No weights file at {path}.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"Cannot read {path} as safetensors: {err}") from err
+    if path.suffix in (".pth", ".pt", ".bin"):
+        return _read_torch(path)
+    raise CheckpointError(
+        f"Unknown weights file type {path.suffix!r} ({path}); expected .pth/.pt (PyTorch, "
+        f"needs the jaxcnn[torch] extra), .safetensors, or a directory written by "
+        f"`jaxcnn convert`."
+    )
+
+
+def _read_torch(path: Path) -> dict[str, Any]:
+    try:
+        import torch  # only this function needs torch
+    except ImportError as err:
+        raise CheckpointError(
+            f"Reading {path} (a PyTorch .pth file) needs torch, which is not installed. "
+            f"Install the extra: pip install 'jaxcnn[torch]', or convert the file to "
+            f".safetensors elsewhere."
+        ) from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(f"Cannot read {path} with torch.load: {err}") from err
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict.")
+    return dict(state)
+
+
+def save_variables(variables: Mapping, directory: str | os.PathLike,
+                   meta: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write `variables` to DIR/variables.msgpack (flax msgpack) and `meta` to DIR/meta.json."""
+    from flax import serialization
+
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    tree = {k: _numpy_tree(v) for k, v in variables.items()}
+    (directory / VARIABLES_FILE).write_bytes(serialization.msgpack_serialize(tree))
+    (directory / META_FILE).write_text(json.dumps(dict(meta or {}), indent=1) + "\n")
+    return directory
+
+
+def _numpy_tree(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _numpy_tree(v) for k, v in tree.items()}
+    return np.ascontiguousarray(np.asarray(tree))
+
+
+def restore_variables(path: str | os.PathLike) -> dict:
+    """Variables saved by `save_variables` (a directory or its variables.msgpack)."""
+    from flax import serialization
+
+    path = Path(path).expanduser()
+    file = path / VARIABLES_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"No {VARIABLES_FILE} at {path}; write one with `jaxcnn convert`.")
+    try:
+        tree = serialization.msgpack_restore(file.read_bytes())
+    except Exception as err:  # msgpack raises several unrelated types on corrupt input
+        raise CheckpointError(f"Cannot read {file}: {err}") from err
+    return {"params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}
+
+
+def load(
+    name: str,
+    weights: str = "IMAGENET1K_V1",
+    path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict:
+    """jaxcnn variables of model `name` with torchvision's `weights`: from `path` (.pth,
+    .safetensors, or a directory from `jaxcnn convert`), else from the cache, downloading the
+    published file (sha256-checked) on first use. Offline: OfflineError with the URL and
+    the file's expected location."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir() or p.suffix == ".msgpack":
+            return restore_variables(p)
+        return from_torchvision(name, read_state_dict(p))
+    entry = get_weights(name, weights)
+    return from_torchvision(name, read_state_dict(download(entry, cache_dir)))
