@@ -26,7 +26,9 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.ERROR)  # orbax logs every file it writes, and warns on
     # each step-interval checkpoint saved without validation metrics (by design here)
     from jaxcnn.errors import JaxcnnError
-    from jaxcnn.train import evaluate_checkpoint, fit, lr_find
+    from jaxcnn.train import enable_compilation_cache, evaluate_checkpoint, fit, lr_find
+
+    enable_compilation_cache()  # a rerun (resume after preemption) skips XLA compilation
 
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
@@ -44,5 +46,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an unknown --config.KEY override reported in one line
+    (ml_collections raises a bare AttributeError with a traceback)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except AttributeError as err:
+        # str(err) is the repr of ml_collections' KeyError text: undo its escapes.
+        reason = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        key = reason.split("'")[1] if reason.count("'") >= 2 else ""
+        given = [a for a in argv[1:] if a.startswith("--config.") and key and key in a]
+        print(f"train.py: error: ConfigError: unknown config key in {' '.join(given) or argv[1:]}"
+              f" ({reason}). The keys are listed in jaxcnn/train/config.py.", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -87,7 +87,7 @@ def main() -> int:
                                      preprocessing=trained.preprocessing)
         report(f"{name} untrained (random init) {args.layer}", untrained.embed_arrays(x), t0)
     t0 = time.perf_counter()
-    report(f"{name} trained {args.layer}", trained.embed_arrays(x), t0, weights=trained.weights)
+    report(f"{name} trained {args.layer}", trained.embed_arrays(x), t0, weights=trained.source)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""LeNet-5 on scikit-learn's digits (32x32, fixed held-out split): offline, < 60 s on 2 CPU cores, >= 97%."""
+"""The default: LeNet-5 on sklearn digits (32x32, fixed split), offline, <60 s on 2 CPUs, >=97%."""
 
 from configs import default
 

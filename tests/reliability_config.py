@@ -14,4 +14,5 @@ def get_config():
     config.model.kwargs.width = 4
     config.data.crop_padding = 2
     config.data.flip = True
+    config.checkpoint.keep = 20  # keep every checkpoint, so tests can see what was saved
     return config

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `from configs import smoke` in tests/reliability_config.py
 CONFIG = str(ROOT / "tests" / "reliability_config.py")
 FAULTS = str(ROOT / "tests" / "faults")
 # Wall-clock values that legitimately differ between two runs of the same command.
@@ -44,6 +46,7 @@ class Train:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [FAULTS, env.get("PYTHONPATH")]))
         self.cmd = [sys.executable, "train.py", "--config", config, "--workdir", str(workdir),
                     *flags]
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.out: list[str] = []
@@ -85,6 +88,8 @@ class Train:
             raise
         for t in self._threads:
             t.join(10)
+        self.seconds = time.monotonic() - self.started
+        print(f"[{self.seconds:.1f} s] {' '.join(self.cmd[1:])} -> {rc}", file=sys.stderr)
         return rc
 
     @property

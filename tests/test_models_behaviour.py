@@ -2,8 +2,10 @@
 dropout, jit and gradients, bf16 compute, overfitting a fixed batch. Run on tiny configurations
 that still exercise each family's mechanism (basic and grouped bottleneck ResNets with both
 stems, depthwise-separable and inverted-residual MobileNets, U-Net, the autoencoder's
-setup-built BN, a Siamese wrapper), eagerly where no compilation is needed and with
-`jax.eval_shape` where only dtypes matter."""
+setup-built BN, a Siamese wrapper). Each configuration is compiled once, with numpy-made
+variables, and `jax.eval_shape` serves wherever only shapes, dtypes or errors matter, so the
+file stays fast on a 2-core machine. (ResNet's skip=False and cifar-stem shapes are in
+test_models_resnet.py.)"""
 
 import functools
 
@@ -15,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from flax.core import FrozenDict
+from model_testing import fast_jit, numpy_variables, random_images
 
 from jaxcnn.models.autoencoder import ConvAutoencoder
 from jaxcnn.models.mobilenet import MobileNetV1, MobileNetV2
@@ -64,28 +67,8 @@ CONFIGS = {
         (8, 8, 3),
     ),
 }
-# LLVM optimisation level 0: compiles these small graphs ~3x faster on the 2-core CI machine;
-# the numbers checked here do not depend on it.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 COMPILED = sorted(CONFIGS)
 WITH_DROPOUT = ["mobilenet_v2", "unet"]
-
-
-def _numpy_variables(model: nn.Module, x: jax.ShapeDtypeStruct, seed: int = 0) -> dict:
-    """He-normal kernels, zero biases, unit BN scales / variances, built in numpy from the
-    abstract variables: no `model.init` compilation (slow on a loaded 2-core machine)."""
-    rng = np.random.default_rng(seed)
-    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-
-    def make(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
-        fill = 1.0 if name in ("scale", "var") else 0.0
-        return np.full(leaf.shape, fill, np.float32)
-
-    return jax.tree_util.tree_map_with_path(make, dict(abstract))
 
 
 def _leaves_equal(a, b) -> bool:
@@ -100,10 +83,10 @@ def _run(name: str):
     and gradient tests look at (one compilation per configuration)."""
     build, shape = CONFIGS[name]
     model = build()
-    x = jax.random.normal(jax.random.key(1), (4, *shape), jnp.float32)
-    variables = _numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    x = jnp.asarray(random_images((4, *shape), seed=1))
+    variables = numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @fast_jit
     def run(variables, x, rng):
         params, batch_stats = variables["params"], variables["batch_stats"]
         y_eval, eval_state = model.apply(variables, x, train=False, mutable=["batch_stats"])
@@ -200,12 +183,12 @@ def test_bf16_compute_keeps_fp32_params_and_outputs(name):
 
 def test_small_resnet_overfits_a_fixed_batch():
     model = _tiny_resnet(num_classes=4)
-    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3), jnp.float32)
+    x = jnp.asarray(random_images((8, 8, 8, 3)))
     labels = jnp.arange(8) % 4
-    variables = _numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    variables = numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
     tx = optax.adam(1e-2)
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @fast_jit
     def step(params, batch_stats, opt_state):
         def loss_fn(params):
             logits, new_state = model.apply(

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from model_testing import fast_jit, numpy_variables, random_images
 
 import jaxcnn
 from jaxcnn.models import abstract_variables
@@ -70,37 +71,41 @@ def test_tiny_vgg_bn_statistics_dropout_and_gradients():
     """Real compute on 2x8x8 inputs: BN statistics move only in training, eval is
     deterministic, dropout needs and uses the rng, gradients are finite under jit."""
     model = _tiny_vgg(batch_norm=True, num_classes=3)
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-    variables = model.init(jax.random.key(1), x)
-    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
-    rngs = {"dropout": jax.random.key(2)}
-    _, updated = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
-    before, after = flatten_dict(variables["batch_stats"]), flatten_dict(updated["batch_stats"])
-    assert all(not np.allclose(after[k], before[k]) for k in before)
+    x = jnp.asarray(random_images((2, 8, 8, 3)))
+    variables = numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    apply_eval = fast_jit(model.apply)
+    np.testing.assert_array_equal(apply_eval(variables, x), apply_eval(variables, x))
 
-    def loss(params, rng):
-        logits, _ = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]},
-            x,
-            train=True,
-            rngs={"dropout": rng},
-            mutable=["batch_stats"],
-        )
-        return jnp.sum(logits**2)
+    @fast_jit
+    def train_step(params, rng):
+        def loss(params):
+            logits, updated = model.apply(
+                {"params": params, "batch_stats": variables["batch_stats"]},
+                x,
+                train=True,
+                rngs={"dropout": rng},
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(logits**2), updated["batch_stats"]
 
-    grad_fn = jax.jit(jax.value_and_grad(loss))
-    loss_a, grads = grad_fn(variables["params"], jax.random.key(3))
-    loss_b, _ = grad_fn(variables["params"], jax.random.key(4))
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    (loss_a, stats), grads = train_step(variables["params"], jax.random.key(3))
+    (loss_b, _), _ = train_step(variables["params"], jax.random.key(4))
     assert loss_a != loss_b  # different dropout masks
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    before, after = flatten_dict(variables["batch_stats"]), flatten_dict(stats)
+    assert all(not np.allclose(after[k], before[k]) for k in before)
     with pytest.raises(Exception, match="dropout"):
-        model.apply(variables, x, train=True, mutable=["batch_stats"])
+        jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), variables)
 
 
 def test_tiny_vgg_bf16_compute_keeps_fp32_params():
     model = _tiny_vgg(batch_norm=True, dtype=jnp.bfloat16)
     x = jax.ShapeDtypeStruct((2, 8, 8, 3), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-    assert {p.dtype for p in jax.tree_util.tree_leaves(variables["params"])} == {jnp.float32}
+    assert {p.dtype for p in jax.tree_util.tree_leaves(variables["params"])} == {
+        jnp.dtype("float32")
+    }
     out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
     assert out.dtype == jnp.float32

@@ -2,6 +2,8 @@
 new model is tested without new code. Shapes and parameter counts use `jax.eval_shape`
 (no compute), so even ResNet-152 is checked in a fraction of a second."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -12,6 +14,12 @@ from jaxcnn.models import abstract_variables, get_model_spec
 # Parameter counts (the `params` collection) from the foundation issue, i.e. torchvision's.
 EXPECTED_PARAMS = {
     "lenet5": 61_706,
+    "alexnet_original": 62_378_344,
+    "alexnet": 61_100_840,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "vgg16_bn": 138_365_992,
+    "googlenet": 13_004_888,  # with the aux heads (default); 6,624,904 without
     "resnet18": 11_689_512,
     "resnet34": 21_797_672,
     "resnet50": 25_557_032,
@@ -25,10 +33,16 @@ EXPECTED_PARAMS = {
 }
 
 
+@functools.cache
+def _abstract(name: str, **overrides):
+    """(model, abstract variables); cached because tracing ResNet-152 is the slow part."""
+    model = jaxcnn.create_model(name, **overrides)
+    return model, abstract_variables(model, get_model_spec(name).input_shape)
+
+
 def _output_shape(name: str, batch: int = 2, **overrides):
     spec = get_model_spec(name)
-    model = jaxcnn.create_model(name, **overrides)
-    variables = abstract_variables(model, spec.input_shape)
+    model, variables = _abstract(name, **overrides)
     x = jax.ShapeDtypeStruct((batch, *spec.input_shape), jnp.float32)
     return jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
 
@@ -54,8 +68,7 @@ def test_classifier_num_classes_override_and_features(name):
     assert _output_shape(name, num_classes=7).shape == (2, 7)
     pooled = _output_shape(name, num_classes=0)
     assert pooled.ndim == 2
-    model = jaxcnn.create_model(name)
-    variables = abstract_variables(model, spec.input_shape)
+    model, variables = _abstract(name)
     x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
     feats = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=False, method=model.features), variables, x
@@ -66,17 +79,15 @@ def test_classifier_num_classes_override_and_features(name):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_param_count_matches_reference(name):
-    spec = get_model_spec(name)
-    variables = abstract_variables(jaxcnn.create_model(name), spec.input_shape)
+    _, variables = _abstract(name)
     assert jaxcnn.count_params(variables) == EXPECTED_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", jaxcnn.list_models())
 def test_rejects_wrong_rank_channels_dtype_and_size(name):
     spec = get_model_spec(name)
-    model = jaxcnn.create_model(name)
+    model, variables = _abstract(name)
     h, w, c = spec.input_shape
-    variables = abstract_variables(model, spec.input_shape)
     bad_inputs = {
         "rank": jax.ShapeDtypeStruct((h, w, c), jnp.float32),
         "channels": jax.ShapeDtypeStruct((1, h, w, c + 1), jnp.float32),

@@ -9,10 +9,12 @@ All processes of this file share one JAX compilation cache, so only the first on
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
 import sys
+import time
 
 import jax
 import numpy as np
@@ -89,7 +91,7 @@ def chain(tmp_path_factory, cache, reference):
     t = Train(workdir, fault="hold:9:4", cache_dir=cache)
     t.wait_for_stderr("JAXCNN_FAULT: holding save of step 9")
     seen["sigterm_delay"] = rng.uniform(0.0, 1.0)
-    t.proc.wait(seen["sigterm_delay"]) if False else __import__("time").sleep(seen["sigterm_delay"])
+    time.sleep(seen["sigterm_delay"])
     t.signal(signal.SIGTERM)
     seen["sigterm"] = {"rc": t.finish(), "stderr": t.stderr, "out": t.out,
                        "steps": complete_steps(workdir), "tmp": temp_dirs(workdir)}
@@ -103,7 +105,7 @@ def chain(tmp_path_factory, cache, reference):
     t = Train(workdir, cache_dir=cache)
     t.wait_for_stderr("Resuming from")
     seen["random_kill_delay"] = rng.uniform(0.0, 4.0)
-    __import__("time").sleep(seen["random_kill_delay"])
+    time.sleep(seen["random_kill_delay"])
     t.signal(signal.SIGKILL)
     seen["random_kill"] = {"rc": t.finish(), "stderr": t.stderr}
 
@@ -114,3 +116,160 @@ def chain(tmp_path_factory, cache, reference):
                      "final": read_checkpoint(workdir, FINAL_STEP), "stderr": t.stderr}
     seen["workdir"] = workdir
     return seen
+
+
+def test_kill9_during_a_save_leaves_the_previous_checkpoint_as_latest(chain):
+    seen = chain["kill_mid_save"]
+    assert seen["rc"] == -signal.SIGKILL
+    assert any(name.startswith("6.") for name in seen["tmp"])  # the interrupted save
+    assert 6 not in seen["steps"] and seen["steps"] == [3]
+    assert seen["latest"] == 3  # an interrupted save is never taken for the latest
+
+
+def test_rerun_after_kill_resumes_and_leftover_temp_dir_does_not_break_the_next_save(chain):
+    seen = chain["sigterm"]
+    assert "Resuming from" in seen["stderr"] and "step 3, epoch 1, batch 3" in seen["stderr"]
+    assert 6 in seen["steps"]  # saved again over the killed save's leftovers
+    assert not any(name.startswith("6.") for name in seen["tmp"])
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_0(chain):
+    seen = chain["sigterm"]
+    assert seen["rc"] == 0, seen["stderr"][-3000:]
+    out = json.loads(seen["out"][-1])
+    assert out["preempted"] is True
+    # SIGTERM arrived while step 9's save was pending: training stopped at the next step
+    # boundary (the loop cannot pass step 13 before that save ends) and saved that step.
+    assert 9 < out["step"] <= 13
+    assert out["step"] in seen["steps"] and 9 in seen["steps"]
+    assert f"SIGTERM: saved step {out['step']}" in seen["stderr"]
+
+
+def test_failed_save_exits_nonzero_with_the_path_and_the_reason(chain):
+    seen = chain["enospc"]
+    assert seen["rc"] == 1
+    last = seen["stderr"].strip().splitlines()[-1]
+    workdir = chain["workdir"]
+    assert last.startswith("train.py: error: CheckpointError: saving checkpoint step 15 to ")
+    assert str(workdir / "checkpoints") in last
+    assert "No space left on device" in last
+    assert 15 not in seen["steps"]  # and nothing half-written is taken for a checkpoint
+
+
+def test_interrupted_run_is_bit_identical_to_an_uninterrupted_one(chain, reference):
+    final = chain["final"]
+    assert chain["random_kill"]["rc"] in (-signal.SIGKILL, 0)
+    assert without_timing(final["result"]) == without_timing(reference["result"])
+    assert final["records"] == reference["records"]  # every epoch's train/valid metrics
+    want, got = reference["final"], final["final"]
+    assert sorted(got) == sorted(want)
+    assert any("batch_stats" in k for k in want) and any("opt_state" in k for k in want)
+    for key in want:  # params, BN statistics, optimizer state, rng, metric sums, step
+        assert got[key].dtype == want[key].dtype, key
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key, strict=True)
+
+
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory, cache, reference):
+    """The reference's step-8 checkpoint (written by a 1-device process) restored in this
+    4-device process and saved again from there; then a 1-device train.py resumes from it."""
+    from jaxcnn.data import make_mesh
+    from jaxcnn.train import initial_state, make_optimizer, setup
+    from jaxcnn.train.state import state_to_tree
+
+    assert jax.device_count() == 4  # conftest forces 4 CPU devices on this process
+    config = load_config()
+    run = setup(config)
+    tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
+    source = Checkpointer(reference["workdir"], read_only=True)
+    try:
+        state, meta = source.restore(8, initial_state(run, tx), make_mesh())
+    finally:
+        source.manager.close()
+    restored = {jax.tree_util.keystr(p): leaf
+                for p, leaf in jax.tree_util.tree_flatten_with_path(state_to_tree(state))[0]}
+    workdir = tmp_path_factory.mktemp("moved")
+    valid = {k[len("valid_"):]: v for k, v in meta["history"][-1].items()
+             if k.startswith("valid_")}
+    target = Checkpointer(workdir, keep=20)
+    target.save(8, state, meta, metrics=valid)
+    target.close()
+    resumed = run_train(workdir, cache_dir=cache)
+    assert resumed.proc.returncode == 0, resumed.stderr[-3000:]
+    return {"restored": restored, "want8": read_checkpoint(reference["workdir"], 8),
+            "workdir": workdir, "resumed": resumed}
+
+
+def test_checkpoint_saved_on_1_device_restores_on_4_bit_exact(moved):
+    restored, want = moved["restored"], moved["want8"]
+    assert sorted(restored) == sorted(want)
+    for key, leaf in restored.items():
+        assert len(leaf.sharding.device_set) == 4, key  # laid out on all 4 devices
+        np.testing.assert_array_equal(np.asarray(leaf), want[key], err_msg=key, strict=True)
+
+
+def test_checkpoint_saved_on_4_devices_resumes_on_1_to_the_same_final_result(moved, reference):
+    resumed = moved["resumed"]
+    assert "step 8, epoch 2, batch 0" in resumed.stderr
+    assert resumed.result()["devices"] == 1
+    assert without_timing(resumed.result()) == without_timing(reference["result"])
+    got = read_checkpoint(moved["workdir"], FINAL_STEP)
+    for key, want in reference["final"].items():
+        np.testing.assert_array_equal(got[key], want, err_msg=key, strict=True)
+
+
+def test_restore_into_another_num_classes_names_the_parameter_and_both_shapes(reference):
+    from jaxcnn.data import make_mesh
+    from jaxcnn.train import initial_state, make_optimizer, setup
+
+    config = load_config(**{"model.kwargs.num_classes": 7})
+    run = setup(config)
+    tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
+    ckpt = Checkpointer(reference["workdir"], read_only=True)
+    try:
+        with pytest.raises(CheckpointError) as info:
+            ckpt.restore(FINAL_STEP, initial_state(run, tx), make_mesh())
+    finally:
+        ckpt.manager.close()
+    msg = str(info.value)
+    # The parameter (not its optimizer moments, which mismatch too) and both shapes.
+    assert "'params/fc/bias' has shape (10,) in the checkpoint but (7,) in the current model" \
+        in msg, msg
+    assert str(reference["workdir"] / "checkpoints" / str(FINAL_STEP)) in msg
+    assert "reinit_head" in msg
+
+
+def test_rerun_with_another_architecture_fails_before_training_naming_the_parameter(
+        reference, tmp_path):
+    from jaxcnn.train import fit
+
+    workdir = tmp_path / "w"
+    shutil.copytree(reference["workdir"], workdir)
+    config = load_config(**{"model.name": "lenet5"})
+    config.model.kwargs = type(config.model.kwargs)()  # lenet5 has no `width`
+    with pytest.raises(CheckpointError) as info:
+        fit(config, workdir)
+    msg = str(info.value)
+    assert str(workdir / "checkpoints" / str(FINAL_STEP)) in msg
+    assert "'params/" in msg and "another architecture" in msg
+    assert complete_steps(workdir) == complete_steps(reference["workdir"])  # nothing written
+
+
+def test_init_from_checkpoint_with_another_head_needs_reinit_head(reference):
+    from jaxcnn.train import setup
+
+    config = load_config(**{"model.kwargs.num_classes": 7, "init.path": str(reference["workdir"])})
+    with pytest.raises(CheckpointError) as info:
+        setup(config)
+    msg = str(info.value)
+    assert "'params/fc/bias' is shape (10,) but the model needs shape (7,)" in msg, msg
+    assert "config.init.reinit_head=True" in msg
+    config.init.reinit_head = True
+    run = setup(config)
+    saved = reference["final"]
+    for path, leaf in jax.tree_util.tree_flatten_with_path(run.variables["params"])[0]:
+        key = "['params']" + jax.tree_util.keystr(path)
+        if leaf.shape == saved[key].shape:
+            np.testing.assert_array_equal(np.asarray(leaf), saved[key])  # loaded
+        else:
+            assert leaf.shape[-1] == 7  # the head, freshly initialized

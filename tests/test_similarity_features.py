@@ -22,22 +22,22 @@ from jaxcnn.similarity.images import load_image, load_images
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in
           [(32, 32), (40, 24), (17, 50), (64, 64), (33, 31)]]
-KW = {"model_kwargs": {"width": 4}}  # a 4-wide small_cnn: milliseconds per batch on CPU
+MODEL = "lenet5"  # the smallest network: compiles in a fraction of a second on CPU
 
 
 @pytest.fixture(scope="module")
 def variables():
-    return init_variables(create_model("small_cnn", width=4), (32, 32, 3), seed=1)
+    return init_variables(create_model(MODEL), (32, 32, 1), seed=1)
 
 
 @pytest.fixture(scope="module")
 def extractor(variables):
-    return FeatureExtractor("small_cnn", variables, batch_size=4, **KW)
+    return FeatureExtractor(MODEL, variables, batch_size=4)
 
 
 def test_embeddings_of_any_sized_images_equal_one_at_a_time_and_compile_once(extractor):
     batch = extractor(IMAGES)  # 5 images, batch 4: the last batch is padded
-    assert batch.shape == (5, 16) and batch.dtype == np.float32
+    assert batch.shape == (5, 84) and batch.dtype == np.float32
     single = np.concatenate([extractor(im) for im in IMAGES])
     np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-6)
     assert extractor._embed._cache_size() == 1
@@ -55,56 +55,56 @@ def test_paths_pil_and_arrays_give_the_same_embedding(extractor, tmp_path):
 
 def test_sharded_over_four_devices_equals_one_device(variables):
     assert len(jax.devices()) == 4
-    four = FeatureExtractor("small_cnn", variables, batch_size=8, **KW)(IMAGES)
-    one = FeatureExtractor("small_cnn", variables, batch_size=8, devices=jax.devices()[:1],
-                           **KW)(IMAGES)
+    four = FeatureExtractor(MODEL, variables, batch_size=8)(IMAGES)
+    one = FeatureExtractor(MODEL, variables, batch_size=8, devices=jax.devices()[:1])(IMAGES)
     np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
 
 
 def test_any_stage_can_be_the_embedding_and_unknown_stages_are_listed(variables):
-    ext = FeatureExtractor("small_cnn", variables, layer="stage1", batch_size=4, **KW)
-    assert ext.dim == 16 * 16 * 4 and ext(IMAGES[:2]).shape == (2, 1024)
+    ext = FeatureExtractor(MODEL, variables, layer="stage2", batch_size=4)
+    assert ext.dim == 5 * 5 * 16 and ext(IMAGES[:2]).shape == (2, 400)
     with pytest.raises(ConfigError, match="no feature stage 'stage9'.*pre_logits"):
-        FeatureExtractor("small_cnn", variables, layer="stage9", **KW)
+        FeatureExtractor(MODEL, variables, layer="stage9")
 
 
 def test_random_weights_warn_loudly(caplog):
     with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOM"):
-        ext = FeatureExtractor("small_cnn", batch_size=4, **KW)
+        ext = FeatureExtractor(MODEL, batch_size=4)
     assert "NO trained weights" in caplog.text
     assert ext.weights.startswith("random")
 
 
 def test_variables_of_another_architecture_are_rejected(variables):
-    wrong = init_variables(create_model("small_cnn", width=8), (32, 32, 3))
-    with pytest.raises(ConfigError, match="do not fit small_cnn"):
-        FeatureExtractor("small_cnn", wrong, **KW)
+    wrong = init_variables(create_model(MODEL, num_classes=3), (32, 32, 1))
+    with pytest.raises(ConfigError, match="do not fit lenet5"):
+        FeatureExtractor(MODEL, wrong)
 
 
-def test_variables_from_a_training_workdir_with_its_preprocessing(tmp_path):
+def test_variables_from_a_training_workdir_with_its_preprocessing(tmp_path, monkeypatch):
     import orbax.checkpoint as ocp
 
-    model = create_model("small_cnn", width=4, num_classes=3)
-    variables = init_variables(model, (32, 32, 3), seed=2)
+    model = create_model(MODEL, num_classes=3)
+    variables = init_variables(model, (32, 32, 1), seed=2)
     workdir = tmp_path / "run"
-    state = {"step": np.int32(7), "params": variables["params"],
-             "batch_stats": variables["batch_stats"], "opt_state": {}}
+    state = {"step": np.int32(7), "params": variables["params"], "opt_state": {}}
     with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "meta")) as m:
         m.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                           meta=ocp.args.JsonSave({"step": 7})))
         m.wait_until_finished()
-    config = {"model": {"name": "small_cnn", "kwargs": {"width": 4}},
-              "data": {"source": "folder", "path": str(tmp_path / "nodata"), "image_size": 32,
-                       "channels": 3, "mean": [120.0, 110.0, 100.0], "std": [60.0, 60.0, 60.0]}}
+    config = {"model": {"name": MODEL, "kwargs": {}},
+              "data": {"source": "digits", "mean": [100.0], "std": [50.0]}}
     (workdir / "config.json").write_text(json.dumps(config))
-    ext = FeatureExtractor("small_cnn", weights=workdir, batch_size=4)
-    assert ext.preprocessing.mean == (120.0, 110.0, 100.0) and ext.model.num_classes == 3
-    assert "step 7" not in ext.weights  # the identity recorded in indexes is the path
-    x = (load_images(IMAGES[:3], 32).astype(np.float32) - np.array([120.0, 110.0, 100.0])) / 60
+    monkeypatch.chdir(tmp_path)  # a relative workdir, as typed on the command line
+    ext = FeatureExtractor(MODEL, weights="run", batch_size=4)
+    assert ext.weights == str(workdir)  # recorded absolute: indexes work from anywhere
+    assert ext.preprocessing.mean == (100.0,) and ext.model.num_classes == 3
+    assert ext.preprocessing.size == (32, 32) and "step 7" in ext.source
+    gray = load_images(IMAGES[:3], 32).astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    x = ((gray - 100.0) / 50.0)[..., None].astype(np.float32)
     expected = model.apply(variables, x, method=model.features)["pre_logits"]
-    np.testing.assert_allclose(ext(IMAGES[:3]), np.asarray(expected), rtol=1e-5, atol=1e-6)
-    with pytest.raises(Exception, match="trained 'small_cnn', not 'lenet5'"):
-        FeatureExtractor("lenet5", weights=workdir)
+    np.testing.assert_allclose(ext(IMAGES[:3]), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="trained 'lenet5', not 'small_cnn'"):
+        FeatureExtractor("small_cnn", weights=workdir)
 
 
 def test_imagenet_models_default_to_torchvision_eval_transform():

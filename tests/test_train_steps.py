@@ -123,8 +123,8 @@ def test_bad_config_values_fail_at_setup(key, value, message):
 def test_unknown_config_key_is_named_with_a_suggestion():
     config = tiny_config()
     config.optimizer.unlock()
-    config.optimizer.learning_rate = 0.1
-    with pytest.raises(ConfigError, match=r"optimizer.learning_rate.*optimizer\.lr"):
+    config.optimizer.momentun = 0.9
+    with pytest.raises(ConfigError, match=r"'optimizer.momentun'.*optimizer\.momentum"):
         setup(config)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -18,12 +19,16 @@ sys.path.insert(0, str(ROOT))  # configs/ is a top-level folder, like in the Fla
 from configs import smoke  # noqa: E402
 from jaxcnn.data import OnDeviceData, make_mesh, train_indices  # noqa: E402
 from jaxcnn.train import (  # noqa: E402
+    enable_compilation_cache,
     initial_state,
     jit_train_step,
     make_optimizer,
     make_train_step,
     setup,
 )
+
+# Identical programs compiled by separate fit() calls (resume tests) hit this disk cache.
+enable_compilation_cache(tempfile.mkdtemp(prefix="jaxcnn-test-xla-"), 0.0)
 
 
 def tiny_config(model: str = "small_cnn", **model_kwargs):

@@ -56,10 +56,11 @@ def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
     if not size:
         return images
     n, h, w = images.shape[:3]
-    centre = jax.random.randint(rng, (n, 2), 0, jnp.array([h, w]))
+    r_y, r_x = jax.random.split(rng)
+    cy = jax.random.randint(r_y, (n, 1, 1), 0, h)
+    cx = jax.random.randint(r_x, (n, 1, 1), 0, w)
     rows = jnp.arange(h)[None, :, None]
     cols = jnp.arange(w)[None, None, :]
-    cy, cx = centre[:, 0, None, None], centre[:, 1, None, None]
     half = size // 2
     inside = (jnp.abs(rows - cy) <= half - (1 - size % 2) * (rows > cy)) & (
         jnp.abs(cols - cx) <= half - (1 - size % 2) * (cols > cx)

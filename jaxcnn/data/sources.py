@@ -33,6 +33,7 @@ class Source:
     def __post_init__(self) -> None:
         if "image" not in self.arrays:
             raise DatasetError(f"a Source needs an 'image' array; got keys {sorted(self.arrays)}")
+        _check_finite_pixels(self.arrays["image"], "Source")
         n = len(self.arrays["image"])
         for key, value in self.arrays.items():
             if len(value) != n:
@@ -83,6 +84,20 @@ class Splits:
         return 0
 
 
+def _check_finite_pixels(images: np.ndarray, name: str) -> None:
+    """DatasetError naming the first image with a NaN or infinite pixel (float arrays only:
+    integer pixels are always finite), so bad data fails here, not as a NaN loss later."""
+    if not np.issubdtype(images.dtype, np.floating):
+        return
+    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise DatasetError(
+            f"{name}: image {bad} holds NaN or infinite pixels ({int((~finite).sum())} such "
+            "image(s)). Fix or drop them before training."
+        )
+
+
 def _to_nhwc_uint8(images: np.ndarray, name: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim == 3:
@@ -92,9 +107,7 @@ def _to_nhwc_uint8(images: np.ndarray, name: str) -> np.ndarray:
             f"{name}: images must be [N, H, W] or [N, H, W, C]; got shape {images.shape}."
         )
     if images.dtype != np.uint8:
-        if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
-            bad = int(np.argmax(~np.isfinite(images).reshape(len(images), -1).any(axis=1)))
-            raise DatasetError(f"{name}: image {bad} holds NaN or infinite pixels.")
+        _check_finite_pixels(images, name)
         if images.min() < 0 or images.max() > 255:
             raise DatasetError(
                 f"{name}: images are stored as uint8 in [0, 255]; got dtype {images.dtype} with "
@@ -157,7 +170,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("the embedded digits dataset needs scikit-learn: pip install scikit-learn")
+        raise DatasetError("the embedded digits need scikit-learn: pip install scikit-learn")
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
@@ -220,9 +233,9 @@ def load_npz(path: str, *, valid_fraction: float = 0.0, seed: int = 0) -> Splits
 # ----------------------------------------------------------------------------- folders
 
 
-def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]], int]:
+def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]], list[Path]]:
     """Classes (sorted sub-folder names, as torchvision's ImageFolder), (file, label) pairs,
-    and the number of non-image files skipped."""
+    and the non-image files skipped."""
     if not split_dir.is_dir():
         raise DatasetError(
             f"image folder {str(split_dir)!r} does not exist; expected <path>/train/<class>/*.jpg "
@@ -233,11 +246,11 @@ def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]], in
         raise DatasetError(
             f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/<image files>."
         )
-    files, skipped = [], 0
+    files, skipped = [], []
     for label, cls in enumerate(classes):
         entries = sorted((split_dir / cls).iterdir())
         images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        skipped += sum(1 for p in entries if p.is_file()) - len(images)
+        skipped += [p for p in entries if p.is_file() and p not in images]
         if not images:
             raise DatasetError(
                 f"class folder {split_dir / cls} holds no images ({IMAGE_EXTENSIONS}); remove "
@@ -277,9 +290,11 @@ def _decode_split(
             "Remove them, or set config.data.strict=False to skip them with a warning."
         )
     if bad:
+        named = "; ".join(f"{path} ({why})" for path, why in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
         warnings.warn(
-            f"skipped {len(bad)} unreadable image(s) in {split_dir}, e.g. {bad[0][0]} "
-            f"({bad[0][1]})",
+            f"skipped {len(bad)} unreadable image(s) in {split_dir}: {named}{more}. Set "
+            "config.data.strict=True to stop on them instead.",
             stacklevel=3,
         )
     converted = sum(1 for arr, why in decoded if arr is not None and why)
@@ -326,7 +341,13 @@ def load_folder(
         )
     cache_root = Path(cache_dir or Path.home() / ".cache" / "jaxcnn" / "folders").expanduser()
     sources = {}
-    for split, (_, files, _) in listings.items():
+    for split, (_, files, ignored) in listings.items():
+        if ignored:
+            warnings.warn(
+                f"ignored {len(ignored)} non-image file(s) in {root / split} (not "
+                f"{'/'.join(IMAGE_EXTENSIONS)}), e.g. {ignored[0]}",
+                stacklevel=2,
+            )
         digest = hashlib.sha1()
         digest.update(f"{root}|{split}|{image_size}|{channels}|{strict}".encode())
         for f, label in files:

@@ -20,6 +20,7 @@ from jaxcnn.models.registry import (
     get_model_spec,
     init_variables,
     list_models,
+    model_options,
     register_model,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "get_model_spec",
     "init_variables",
     "list_models",
+    "model_options",
     "register_model",
 ]

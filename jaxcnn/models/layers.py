@@ -55,7 +55,7 @@ def check_input(
         raise InputError(
             f"{model} expects floating-point pixels, got dtype {dtype}. Integer images are "
             f"never cast silently: convert them with x.astype('float32') / 255 and normalize "
-            f"(jaxcnn.data.normalize_images does both)."
+            f"(or jaxcnn.data.normalize(x, mean, std) with mean/std on the 0..255 scale)."
         )
     if channels is not None and shape[-1] != channels:
         hint = ""

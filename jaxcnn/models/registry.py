@@ -88,8 +88,8 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
         overrides["num_classes"] = num_classes
     try:
         return spec.builder(**overrides)
-    except TypeError as err:
-        model_fields = _module_fields(spec)
+    except TypeError:
+        model_fields = model_options(name)
         unknown = sorted(set(overrides) - set(model_fields))
         if not unknown:
             raise
@@ -99,8 +99,9 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
         ) from None
 
 
-def _module_fields(spec: ModelSpec) -> list[str]:
-    module = spec.builder()
+def model_options(name: str) -> list[str]:
+    """The fields of model `name` that `create_model` accepts as overrides."""
+    module = get_model_spec(name).builder()
     return [f.name for f in dataclasses.fields(module) if f.name not in ("parent", "name")]
 
 

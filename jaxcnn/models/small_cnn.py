@@ -22,12 +22,13 @@ class SmallCNN(Classifier):
     width: int = 32
     batch_norm: bool = True
     dropout: float = 0.0
+    in_channels: int = 3  # 1 for grayscale data such as digits
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-        check_input(x, model="small_cnn", channels=None, min_size=8)
+        check_input(x, model="small_cnn", channels=self.in_channels, min_size=8)
         norm = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype)
         conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, dtype=self.dtype,
                                  param_dtype=self.param_dtype, use_bias=not self.batch_norm)

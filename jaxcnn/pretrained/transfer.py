@@ -56,6 +56,22 @@ def _vgg_stage(module: str, model: Any) -> str:
     raise AssertionError(module)
 
 
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def head_module(params: dict) -> str:
+    """The top-level module that makes the logits: the last fc* / classifier* / head* one
+    in natural order (fc, classifier_6, fc2, fc8)."""
+    candidates = [m for m in params if m.startswith(("fc", "classifier", "head"))]
+    if not candidates:
+        raise ConfigError(
+            f"cannot tell the classifier head among the model's modules {sorted(params)}; "
+            "transfer learning needs a module named fc*, classifier* or head*."
+        )
+    return max(candidates, key=_natural)
+
+
 def stage_of(model: Any, module: str, head: str) -> str:
     """The stage group of top-level module `module` ("head" for the classifier)."""
     family = type(model).__name__
@@ -71,19 +87,24 @@ def stage_of(model: Any, module: str, head: str) -> str:
         return "fc" if module.startswith("classifier") else _vgg_stage(module, model)
     if family == "AlexNet" and module.startswith("classifier"):
         return "fc"
-    return module  # elsewhere each top-level module is its own stage
+    # Elsewhere: "stage2_conv1" and "block3_dw" group by their prefix, others stand alone.
+    return re.sub(r"^((?:stage|layer|block)\d+)_.*$", r"\1", module)
+
+
+def _group_order(group: str) -> tuple:
+    # Network order: stem, numbered stages, the fully connected block (VGG/AlexNet's
+    # classifier_0..4), then the head.
+    rank = {"stem": 0, "fc": 2, "head": 3}.get(group, 1)
+    return (rank, _natural(group))
 
 
 def param_groups(model: Any, params: dict) -> list[tuple[str, list[str]]]:
-    """[(group, [top-level modules])] in network order, the head last. The head is the
-    module that makes the logits: the last one created."""
-    modules = list(params)
-    head = modules[-1]
+    """[(group, [top-level modules])] in network order, the head last."""
+    head = head_module(params)
     groups: dict[str, list[str]] = {}
-    for module in modules:
+    for module in sorted(params, key=_natural):
         groups.setdefault(stage_of(model, module, head), []).append(module)
-    head_modules = groups.pop("head")
-    return [*groups.items(), ("head", head_modules)]
+    return sorted(groups.items(), key=lambda item: _group_order(item[0]))
 
 
 def trainable_groups(config: Any, groups: Sequence[tuple[str, list[str]]]) -> list[str]:

@@ -137,15 +137,15 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
             f"`jaxcnn similarity` needs at least two images (or --demo); got {len(images)}."
         )
     labels = [Path(str(i)).name for i in images]
-    for title, ext in _extractors(args):
-        emb = ext(images)
+    embedded = [(title, ext, ext(images)) for title, ext in _extractors(args)]
+    for title, _, emb in embedded:
         if len(images) == 2:
             print(_format_table(f"{labels[0]} vs {labels[1]}, {title}:", similarity_table(emb)))
         else:
             _print_matrix(title, args.metric, labels, np.asarray(pairwise(emb, emb, args.metric)))
         print()
     if args.heatmap:
-        _save_heatmaps(args, images, labels)
+        _save_heatmaps(args, embedded, labels)
     return 0
 
 
@@ -157,12 +157,11 @@ def _print_matrix(title: str, metric: str, labels: list[str], matrix: np.ndarray
         print(f"{label:>{width}s}  " + " ".join(f"{v:8.4g}" for v in matrix[i]))
 
 
-def _save_heatmaps(args: argparse.Namespace, images: list[Any], labels: list[str]) -> None:
+def _save_heatmaps(args: argparse.Namespace, embedded: list[tuple[str, Any, np.ndarray]],
+                   labels: list[str]) -> None:
     from jaxcnn.similarity.plots import save_heatmap
 
-    extractors = _extractors(args)
-    for n, (title, ext) in enumerate(extractors):
-        emb = ext(images)
+    for n, (title, ext, emb) in enumerate(embedded):
         matrix = np.asarray(pairwise(emb, emb, args.metric))
         out = Path(args.heatmap)
         if n:  # one file per embedding: name.png, name.resnet18.png
@@ -172,24 +171,24 @@ def _save_heatmaps(args: argparse.Namespace, images: list[Any], labels: list[str
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from jaxcnn.similarity.demo import QUERY, demo_images, rank_against_query, transformed_on_top
+    from jaxcnn.similarity.demo import QUERY, demo_images, rank_embeddings, transformed_on_top
 
     images = demo_images()
+    names = list(images)
     print(f"Demo: the other images ranked by similarity to {QUERY!r} (scikit-image's cat); "
           "the transformed copies (flipped, cropped, brightened) should come first.\n")
-    failures = 0
-    for title, ext in _extractors(args):
+    embedded = [(title, ext, ext(list(images.values()))) for title, ext in _extractors(args)]
+    for title, _, emb in embedded:
         print(f"== {title}")
-        for metric, ranking in rank_against_query(ext, images).items():
+        for metric, ranking in rank_embeddings(emb, names).items():
             ok = transformed_on_top(ranking)
-            failures += not ok
             shown = ", ".join(f"{n} {s:.3g}" for n, s in ranking[:5])
             print(f"  {_ROW_NAMES[metric]:6s} {'OK  ' if ok else 'MISS'} top 5: {shown}")
         print()
     print("OK: the three transformed cats are the top three; MISS: another photo ranks among "
-          "them (L1/MSE are not invariant to a brightness change).")
+          "them.")
     if args.heatmap:
-        _save_heatmaps(args, list(images.values()), list(images))
+        _save_heatmaps(args, embedded, names)
     return 0
 
 

@@ -38,19 +38,24 @@ def demo_images() -> dict[str, np.ndarray]:
     return images
 
 
-def rank_against_query(
-    embed: Callable[[list[np.ndarray]], np.ndarray], images: dict[str, np.ndarray] | None = None
-) -> dict[str, list[tuple[str, float]]]:
-    """For each metric, the other images ranked by similarity to the query (best first)."""
-    images = demo_images() if images is None else images
-    names = list(images)
-    emb = np.asarray(embed(list(images.values())), np.float32)
+def rank_embeddings(emb: np.ndarray, names: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """For each metric, names[1:] ranked by similarity of their embeddings to emb[0] (the
+    query), best first, with scores."""
+    emb = np.asarray(emb, np.float32)
     out = {}
     for name, metric in METRICS.items():
         scores = np.asarray(pairwise(emb[:1], emb[1:], name))[0]
         order = np.argsort(-scores if metric.higher_is_better else scores, kind="stable")
         out[name] = [(names[1 + i], float(scores[i])) for i in order]
     return out
+
+
+def rank_against_query(
+    embed: Callable[[list[np.ndarray]], np.ndarray], images: dict[str, np.ndarray] | None = None
+) -> dict[str, list[tuple[str, float]]]:
+    """`rank_embeddings` of the demo images (or `images`, query first) embedded by `embed`."""
+    images = demo_images() if images is None else images
+    return rank_embeddings(embed(list(images.values())), list(images))
 
 
 def transformed_on_top(ranking: list[tuple[str, float]]) -> bool:

@@ -172,6 +172,7 @@ class FeatureExtractor:
         self.model_name = model_name
         self.layer = layer
         self.weights = weights_id(weights)
+        self.source = self.weights  # with the checkpoint step, for reports
         model_kwargs = dict(model_kwargs or {})
         if dtype is not None:
             model_kwargs["dtype"] = dtype
@@ -179,6 +180,7 @@ class FeatureExtractor:
             from jaxcnn.similarity.weights import load_weights
 
             loaded = load_weights(model_name, weights)
+            self.source = loaded.source
             variables = loaded.variables
             num_classes = loaded.num_classes if num_classes is None else num_classes
             preprocessing = preprocessing or loaded.preprocessing
@@ -189,7 +191,7 @@ class FeatureExtractor:
         in_shape = (h, w, self.preprocessing.channels)
         if variables is None:
             _loud_random_warning(model_name)
-            self.weights = f"random(seed={seed})"
+            self.weights = self.source = f"random(seed={seed})"
             variables = init_variables(self.model, in_shape, seed)
         self.mesh = Mesh(np.array(list(devices or jax.devices())), ("data",))
         ndev = self.mesh.devices.size

@@ -64,7 +64,7 @@ def save_heatmap(
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
     im = ax.imshow(matrix, cmap="viridis")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    short = [lab[-18:] for lab in labels]
+    short = [lab[:24] for lab in labels]
     ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), short, fontsize=8)
     if n <= 20:

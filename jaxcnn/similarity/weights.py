@@ -87,6 +87,7 @@ def load_workdir(workdir: Path, model_name: str | None = None) -> LoadedWeights:
             f"{workdir} trained {trained!r}, not {model_name!r}: use --model {trained}."
         )
     model_name = model_name or trained
+    workdir = workdir.absolute()  # orbax refuses relative paths
     directory = workdir / "checkpoints" if (workdir / "checkpoints").is_dir() else workdir
     try:
         with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(

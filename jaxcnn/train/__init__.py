@@ -10,6 +10,7 @@ from jaxcnn.train.optim import decay_mask, make_optimizer, make_schedule
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import (
     Preprocess,
+    enable_compilation_cache,
     jit_eval_step,
     jit_train_step,
     make_eval_step,
@@ -27,6 +28,7 @@ __all__ = [
     "create_state",
     "decay_mask",
     "default_config",
+    "enable_compilation_cache",
     "evaluate_checkpoint",
     "fit",
     "get_task",

@@ -24,7 +24,8 @@ from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_s
 
 def check_same_structure(saved: dict[str, tuple], wanted: dict[str, tuple], where: str) -> None:
     """Raise CheckpointError naming the first path whose presence or shape differs."""
-    for path in sorted(set(saved) | set(wanted)):
+    # Parameters first: their optimizer moments mismatch too, but the parameter is the news.
+    for path in sorted(set(saved) | set(wanted), key=lambda p: (not p.startswith("params/"), p)):
         if path not in saved:
             raise CheckpointError(
                 f"{where} has no entry {path!r} (expected shape {wanted[path][0]}): it was "
@@ -68,8 +69,11 @@ class Checkpointer:
             read_only=read_only,
         )
         try:
+            # Handlers declared up front so a fresh manager can read metadata and restore.
             self.manager = ocp.CheckpointManager(
-                self.directory, options=options, item_names=("state", "meta")
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(),
+                               "meta": ocp.JsonCheckpointHandler()},
             )
         except OSError as err:
             raise CheckpointError(

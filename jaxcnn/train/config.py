@@ -132,6 +132,11 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "") -> None
             f"data.mean {tuple(config.data.mean)} and data.std {tuple(config.data.std)} need "
             "one value per channel each."
         )
+    if any(not s > 0 for s in config.data.std):  # "not >" also catches NaN
+        raise ConfigError(
+            f"data.std {tuple(config.data.std)} must be positive (a zero std divides by zero "
+            "and trains on inf/NaN); use the per-channel pixel std on the 0..255 scale."
+        )
     if config.checkpoint.keep < 1:
         raise ConfigError(f"checkpoint.keep must be >= 1; got {config.checkpoint.keep}.")
     if not 0.0 <= config.label_smoothing < 1.0:

@@ -23,7 +23,6 @@ import numpy as np
 import optax
 
 from jaxcnn.data.pipeline import (
-    OnDeviceData,
     check_batch_size,
     eval_batches,
     make_feeder,
@@ -35,7 +34,7 @@ from jaxcnn.data.pipeline import (
 )
 from jaxcnn.data.sources import Splits, load_data
 from jaxcnn.errors import CheckpointError, ConfigError, TrainingError
-from jaxcnn.models import create_model, get_model_spec
+from jaxcnn.models import create_model, get_model_spec, model_options
 from jaxcnn.train import monitor
 from jaxcnn.train.checkpoint import Checkpointer, save_config
 from jaxcnn.train.config import validate_config
@@ -103,13 +102,16 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     kwargs = dict(config.model.kwargs)
     if task.name in ("classification", "segmentation") and "num_classes" not in kwargs:
         kwargs["num_classes"] = splits.num_classes
+    if "in_channels" in model_options(config.model.name) and "in_channels" not in kwargs:
+        kwargs["in_channels"] = channels  # the data decides: digits 1, CIFAR 3
     if config.bf16:
         kwargs["dtype"] = jnp.bfloat16  # compute only: param_dtype stays float32
     model = create_model(config.model.name, **kwargs)
     prep = Preprocess.from_config(config.data)
     example = prep(None, {k: jnp.asarray(v) for k, v in splits.train.take(np.arange(2)).items()},
                    train=False)
-    rngs = {"params": jax.random.PRNGKey(config.seed), "dropout": jax.random.PRNGKey(config.seed + 1)}
+    rngs = {"params": jax.random.PRNGKey(config.seed),
+            "dropout": jax.random.PRNGKey(config.seed + 1)}
     # train=True creates the layers that only exist in training (auxiliary heads).
     init = jax.jit(lambda r, b: model.init(r, *task.model_inputs(b), train=True),
                    out_shardings=replicated(mesh))
@@ -141,7 +143,7 @@ def sum_keys(run: Run) -> tuple[str, ...]:
 
 
 def initial_state(run: Run, tx: optax.GradientTransformation, mesh: Any = None) -> TrainState:
-    """A fresh TrainState from `run`'s initial variables, replicated on `mesh` (default run.mesh)."""
+    """A fresh TrainState from `run`'s initial variables, replicated on `mesh` (or run.mesh)."""
     variables = jax.device_get(run.variables) if mesh is not None else run.variables
     state = create_state(variables, tx, run.config.seed, sum_keys(run))
     return jax.device_put(state, replicated(run.mesh if mesh is None else mesh))

@@ -128,3 +128,14 @@ def jit_eval_step(eval_step: Callable, mesh: Mesh) -> Callable:
     """`jax.jit` of an eval/predict step: state replicated, batch sharded, output replicated."""
     rep, data = replicated(mesh), batch_sharding(mesh)
     return jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+
+
+def enable_compilation_cache(path: str | None = None, min_compile_seconds: float = 0.5) -> str:
+    """Persist compiled programs on disk (default ~/.cache/jaxcnn/xla, or $JAXCNN_XLA_CACHE) so
+    a resumed or repeated run skips XLA compilation."""
+    import os
+
+    path = os.path.expanduser(path or os.environ.get("JAXCNN_XLA_CACHE", "~/.cache/jaxcnn/xla"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    return path
