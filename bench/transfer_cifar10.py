@@ -70,6 +70,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--workdir", default=None)
+    p.add_argument("--runs", default="", help="comma-separated subset of the runs to (re)do, "
+                   "reusing WORKDIR/source_pretrain and bench/transfer_cifar10.json")
     args = p.parse_args()
     root = Path(args.data)
     names = sorted(d.name for d in (root / "train").iterdir())
@@ -100,7 +102,13 @@ def main() -> None:
         print(json.dumps({name: rec}), flush=True)
         return rec
 
-    run("source_pretrain", config_for(args, args.epochs, 3e-3), src)
+    wanted = set(filter(None, args.runs.split(",")))
+    out_file = ROOT / "bench" / "transfer_cifar10.json"
+    if wanted and out_file.exists():
+        results["runs"] = json.loads(out_file.read_text())["runs"]
+    skip = lambda name: bool(wanted) and name not in wanted
+    if not skip("source_pretrain"):
+        run("source_pretrain", config_for(args, args.epochs, 3e-3), src)
     pretrained = str(work / "source_pretrain")
     for name, freeze, lr, lr_slice in [
         ("linear_probe", "linear_probe", 3e-3, ()),
@@ -108,13 +116,19 @@ def main() -> None:
         ("full_finetune_discriminative", "full", 1e-3, (1e-4, 1e-3)),
         ("full_finetune", "full", 1e-3, ()),
     ]:
+        if skip(name):
+            continue
         config = config_for(args, args.epochs, lr)
         config.init.path = pretrained
         config.init.reinit_head = True  # 5 source classes -> fresh 5-class head
         config.transfer.freeze = freeze
         config.transfer.lr_slice = lr_slice
         run(name, config, tgt, freeze=freeze, lr=lr, lr_slice=list(lr_slice))
-    run("from_scratch", config_for(args, args.epochs, 3e-3), tgt)
+    if not skip("from_scratch"):
+        run("from_scratch", config_for(args, args.epochs, 3e-3), tgt)
+    if skip("feature_extractor"):
+        out_file.write_text(json.dumps(results, indent=1) + "\n")
+        return
 
     # Fixed feature extractor: pre_logits of the source network, then sklearn.
     from jaxcnn.models import create_model
@@ -134,9 +148,8 @@ def main() -> None:
            **{k: round(v, 4) for k, v in scores.items()}}
     results["runs"]["feature_extractor"] = rec
     print(json.dumps({"feature_extractor": rec}), flush=True)
-    out = ROOT / "bench" / "transfer_cifar10.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}; workdirs under {work}", file=sys.stderr)
+    out_file.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out_file}; workdirs under {work}", file=sys.stderr)
 
 
 if __name__ == "__main__":

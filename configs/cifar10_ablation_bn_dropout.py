@@ -17,6 +17,7 @@ def get_config(variant: str = "bn_dropout"):
     batch_norm, dropout = VARIANTS[variant]
     config = cifar10_resnet18.cifar10_data(default.get_config())
     config.model.name = "small_cnn"
+    config.model.kwargs.width = 32
     config.model.kwargs.batch_norm = batch_norm
     config.model.kwargs.dropout = dropout
     config.data.batch_size = 128

@@ -62,7 +62,8 @@ def test_model_never_casts_integer_pixels_silently():
 
 
 def test_unknown_model_name_lists_close_matches():
-    with pytest.raises(UnknownModelError, match=r"Unknown model 'resnet19'.*Did you mean.*resnet18"):
+    with pytest.raises(UnknownModelError,
+                       match=r"Unknown model 'resnet19'.*Did you mean.*resnet18"):
         create_model("resnet19")
 
 
@@ -93,6 +94,16 @@ def test_out_of_range_and_misshapen_arrays_name_the_fix():
         from_arrays(np.zeros((2, 8)), y, np.zeros((2, 8)), y)
     with pytest.raises(DatasetError, match=r"'label' has 3 entries but 'image' has 2"):
         Source({"image": np.zeros((2, 8, 8, 1), np.uint8), "label": np.zeros(3, np.int32)})
+
+
+def test_labels_outside_the_classes_are_rejected_not_trained_on():
+    x = np.zeros((4, 8, 8, 1), np.uint8)
+    with pytest.raises(DatasetError, match=r"the train split has labels in \[-1, 2\] but the "
+                                           r"3 class_names give 3 classes"):
+        from_arrays(x, np.array([0, 1, 2, -1]), x, np.zeros(4, int), class_names=("a", "b", "c"))
+    with pytest.raises(DatasetError, match=r"the test split has labels in \[0, 7\] but the "
+                                           r"training labels \(no class_names given\) give 3"):
+        from_arrays(x, np.array([0, 1, 2, 2]), x, np.array([0, 1, 7, 2]))
 
 
 def _jpeg(color, mode="RGB", size=(8, 8), fmt="JPEG") -> bytes:
@@ -271,7 +282,8 @@ def test_pth_of_another_architecture_is_refused(tmp_path):
 
     path = tmp_path / "other.pth"
     torch.save({"features.0.weight": torch.ones(8, 3, 3, 3)}, path)
-    with pytest.raises(CheckpointError, match=r"resnet18 weights.*features\.0\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"(?s)resnet18 weights.*features\.0\.weight \(8, 3, 3, 3\)"):
         load("resnet18", path=path)
 
 
@@ -379,7 +391,8 @@ def test_similarity_inputs_are_checked_with_the_fix():
         pairwise(np.ones((2, 3)), np.ones((2, 4)))
     with pytest.raises(InputError, match=r"x is empty \(shape \(0, 3\)\)"):
         pairwise(np.ones((0, 3)))
-    with pytest.raises(InputError, match=r"rank-2 array \[count, dim\].*Add an axis with a\[None\]"):
+    with pytest.raises(InputError,
+                       match=r"rank-2 array \[count, dim\].*Add an axis with a\[None\]"):
         pairwise(np.ones(3))
     with pytest.raises(InputError, match=r"k=5 is larger than the database \(3 vectors\); "
                                          r"ask for k <= 3"):

@@ -161,6 +161,7 @@ def test_siamese_task_validates_its_options():
     assert float(sums["heldout_count"]) == 0.0
 
 
+@pytest.mark.slow
 def test_siamese_digits_config_trains_end_to_end_and_evaluates_held_out_classes(tmp_path):
     import sys
     from pathlib import Path

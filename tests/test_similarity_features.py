@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn.errors import ConfigError, DatasetError, InputError
-from jaxcnn.models import create_model, init_variables
+from jaxcnn.models import abstract_variables, create_model
 from jaxcnn.similarity.features import (
     IMAGENET_MEAN,
     FeatureExtractor,
@@ -25,9 +25,16 @@ IMAGES = [RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in
 MODEL = "lenet5"  # the smallest network: compiles in a fraction of a second on CPU
 
 
+def fake_variables(model, shape, seed=0):
+    """Random variables shaped like the model's, drawn with numpy: no RNG compile on CPU."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: (0.3 * rng.standard_normal(a.shape)).astype(a.dtype),
+                        abstract_variables(model, shape))
+
+
 @pytest.fixture(scope="module")
 def variables():
-    return init_variables(create_model(MODEL), (32, 32, 1), seed=1)
+    return fake_variables(create_model(MODEL), (32, 32, 1), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,7 @@ def test_random_weights_warn_loudly(caplog):
 
 
 def test_variables_of_another_architecture_are_rejected(variables):
-    wrong = init_variables(create_model(MODEL, num_classes=3), (32, 32, 1))
+    wrong = fake_variables(create_model(MODEL, num_classes=3), (32, 32, 1))
     with pytest.raises(ConfigError, match="do not fit lenet5"):
         FeatureExtractor(MODEL, wrong)
 
@@ -84,7 +91,7 @@ def test_variables_from_a_training_workdir_with_its_preprocessing(tmp_path, monk
     import orbax.checkpoint as ocp
 
     model = create_model(MODEL, num_classes=3)
-    variables = init_variables(model, (32, 32, 1), seed=2)
+    variables = fake_variables(model, (32, 32, 1), seed=2)
     workdir = tmp_path / "run"
     state = {"step": np.int32(7), "params": variables["params"], "opt_state": {}}
     with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "meta")) as m:

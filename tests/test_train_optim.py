@@ -161,7 +161,7 @@ def test_cosine_and_warmup_cosine_schedules():
     warm = _schedule("warmup_cosine", warmup_epochs=2)
     np.testing.assert_allclose([float(warm(s)) for s in (0, 10, 20, 60, 100)],
                                [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
-    warm_step = _schedule("step", warmup_epochs=1, milestones=(5,))
+    warm_step = _schedule("step", warmup_epochs=1, milestones=(6,))
     np.testing.assert_allclose([float(warm_step(s)) for s in (0, 5, 10, 59, 60)],
                                [0.0, 0.5, 1.0, 1.0, 0.1], atol=1e-6)
 

@@ -74,6 +74,26 @@ class Splits:
     test: Source
     class_names: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # An out-of-range label fails nowhere by itself: the loss's gather/one-hot turns it
+        # into a NaN or a zero loss. Catch it where the data enters.
+        if "label" not in self.train.arrays or self.train.arrays["label"].ndim != 1:
+            return
+        k = self.num_classes
+        where = (f"the {len(self.class_names)} class_names" if self.class_names else
+                 "the training labels (no class_names given)")
+        for split in ("train", "test", "valid"):  # valid is often the test split itself
+            labels = getattr(self, split).arrays.get("label")
+            if labels is None or not len(labels):
+                continue
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= k:
+                raise DatasetError(
+                    f"{self.name}: the {split} split has labels in [{lo}, {hi}] but {where} give "
+                    f"{k} classes, so labels must lie in [0, {k - 1}]. Fix the labels, or pass "
+                    "class_names listing every class."
+                )
+
     @property
     def num_classes(self) -> int:
         """Number of classes (0 when the dataset has no labels)."""
@@ -396,6 +416,8 @@ def load_tfds(
     valid_fraction: float = 0.0,
     seed: int = 0,
     max_examples: int = 0,
+    image_size: int = 0,
+    lazy: bool = False,
 ) -> Splits:
     """A tensorflow-datasets dataset read without TensorFlow through `tfds.data_source`
     (array_record files), materialized as uint8 arrays. A dataset that is not prepared raises
@@ -442,8 +464,12 @@ def load_tfds(
                 "dataset with file_format='array_record', or install the 'tensorflow' extra."
             ) from None
         n = len(ds) if not max_examples else min(len(ds), max_examples)
+        if lazy:  # large data (ImageNet): decode on demand in the host stream
+            sources[split] = Source(_lazy_columns(ds, n, image_size))
+            continue
         examples = [ds[i] for i in range(n)]
-        arrays = {"image": _to_nhwc_uint8(np.stack([e["image"] for e in examples]), name)}
+        images = [_square_resize(np.asarray(e["image"]), image_size) for e in examples]
+        arrays = {"image": _to_nhwc_uint8(np.stack(images), name)}
         if "label" in examples[0]:
             arrays["label"] = np.array([e["label"] for e in examples], np.int32)
         sources[split] = Source(arrays)
@@ -453,6 +479,60 @@ def load_tfds(
         names = tuple(label.names)
     train, valid = _carve_valid(sources[train_split], sources[test_split], valid_fraction, seed)
     return Splits(name, train, valid, sources[test_split], names)
+
+
+def _square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to `size` (bilinear); identity when size is 0."""
+    if not size:
+        return image
+    from PIL import Image
+
+    image = image[..., None] if image.ndim == 2 else image
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top:top + side, left:left + side]
+    squeezed = crop[..., 0] if crop.shape[-1] == 1 else crop
+    out = np.asarray(Image.fromarray(squeezed).resize((size, size), Image.BILINEAR))
+    return out[..., None] if out.ndim == 2 else out
+
+
+class _LazyColumn:
+    """One feature of a tfds data source, decoded (and resized) when indexed."""
+
+    def __init__(self, ds: Any, n: int, key: str, image_size: int):
+        self.ds, self.n, self.key, self.image_size = ds, n, key, image_size
+        first = self._one(0)
+        self.shape = (n, *first.shape)
+        self.dtype = first.dtype
+
+    def _one(self, i: int) -> np.ndarray:
+        value = np.asarray(self.ds[int(i)][self.key])
+        if self.key == "image":
+            value = _square_resize(value, self.image_size)
+            value = value[..., None] if value.ndim == 2 else value
+        return value.astype(np.int32) if self.key == "label" else value
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        idx = np.arange(self.n)[indices]
+        return np.stack([self._one(i) for i in np.atleast_1d(idx)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self[:].astype(dtype) if dtype else self[:]
+
+
+def _lazy_columns(ds: Any, n: int, image_size: int) -> dict[str, Any]:
+    columns = {"image": _LazyColumn(ds, n, "image", image_size)}
+    if "label" in ds[0]:
+        columns["label"] = _LazyColumn(ds, n, "label", 0)
+    return columns
 
 
 def _manual_hint(name: str, data_dir: str, manual: str) -> str:
@@ -486,7 +566,9 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
             data["name"], data_dir=data.get("data_dir", ""), manual_dir=data.get("manual_dir", ""),
             train_split=data.get("train_split", "train"), test_split=data.get("test_split", "test"),
             download=bool(data.get("download", False)), seed=seed,
-            max_examples=int(data.get("max_examples", 0)), **common,
+            max_examples=int(data.get("max_examples", 0)),
+            image_size=int(data.get("image_size", 0)),
+            lazy=data.get("on_device", "auto") == "off", **common,
         )
     else:
         raise DatasetError(

@@ -19,11 +19,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.models import create_model, get_model_spec, init_variables
+from jaxcnn.models import create_model, get_model_spec
 from jaxcnn.pretrained.transforms import IMAGENET_MEAN as _MEAN01
 from jaxcnn.pretrained.transforms import IMAGENET_STD as _STD01
 from jaxcnn.similarity.images import (
     ImageLike,
+    _array_to_rgb,
     as_image_list,
     load_image,
     resize,
@@ -49,6 +50,8 @@ class Preprocessing:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB [H, W, 3] -> float32 [size[0], size[1], channels], normalized."""
+        # Any HWC image (gray, RGBA, float, bool) becomes uint8 RGB, or raises InputError.
+        image = _array_to_rgb(image, "Preprocessing")
         if self.resize_shorter and self.channels == 3 and self.size[0] == self.size[1]:
             from jaxcnn.pretrained.transforms import ImageClassification
 
@@ -122,6 +125,16 @@ def _loud_random_warning(model_name: str) -> None:
     log.warning(msg)
 
 
+def _random_variables(model: Any, in_shape: tuple[int, int, int], seed: int) -> dict:
+    """The model's own initializers, drawn with the "rbg" generator: on CPU, XLA compiles
+    threefry-based initialization about 5x slower, and random features need no particular
+    stream (they are deterministic given `seed` either way)."""
+    rngs = {"params": jax.random.key(seed, impl="rbg"),
+            "dropout": jax.random.key(seed + 1, impl="rbg")}
+    x = jnp.zeros((1, *in_shape), jnp.float32)
+    return dict(jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, x))
+
+
 def _stages_fn(model: Any) -> Any:
     """`(variables, x) -> {stage: array}`: a classifier's `features` dict, or for embedding
     models without one (the siamese wrapper) {"embedding": model(x)}."""
@@ -192,7 +205,7 @@ class FeatureExtractor:
         if variables is None:
             _loud_random_warning(model_name)
             self.weights = self.source = f"random(seed={seed})"
-            variables = init_variables(self.model, in_shape, seed)
+            variables = _random_variables(self.model, in_shape, seed)
         self.mesh = Mesh(np.array(list(devices or jax.devices())), ("data",))
         ndev = self.mesh.devices.size
         self.batch_size = max(ndev, -(-batch_size // ndev) * ndev)

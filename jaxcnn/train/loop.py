@@ -215,10 +215,12 @@ def _check_finite(state: TrainState, run: Run, train_fn: Callable, feeder: Any) 
     if run.config.debug_nans:
         where = " " + _locate_nan(state, run, train_fn, feeder, bad)
     raise TrainingError(
-        f"non-finite loss, gradient or update at step {bad} (epoch {bad // run.steps_per_epoch + 1},"
-        f" batch {bad % run.steps_per_epoch}); training stopped and the last good checkpoint is "
+        f"non-finite loss, gradient or update at step {bad} (epoch "
+        f"{bad // run.steps_per_epoch + 1}, batch {bad % run.steps_per_epoch}); training stopped "
+        "and the last good checkpoint is "
         f"kept as the latest.{where} Lower optimizer.lr, enable optimizer.clip_norm, or check the "
-        "data; rerun with --config.debug_nans=True to locate the first NaN."
+        "data" + ("." if run.config.debug_nans
+                  else "; rerun with --config.debug_nans=True to locate the first NaN.")
     )
 
 
@@ -230,9 +232,11 @@ def _locate_nan(state: TrainState, run: Run, train_fn: Callable, feeder: Any, ba
     idx = train_indices(run.config.seed, bad // spe, bad % spe, len(run.splits.train), bs)
     batch = feeder.batch(idx)
     checked = jax.jit(checkify.checkify(train_fn, errors=checkify.float_checks))
-    err, _ = checked(state.replace(bad_step=jnp.full((), -1, jnp.int32)), batch)
+    err, (_, metrics) = checked(state.replace(bad_step=jnp.full((), -1, jnp.int32)), batch)
+    values = ", ".join(f"{k}={float(metrics[k]):.4g}" for k in ("loss", "grad_norm"))
     msg = err.get()
-    return f"checkify: {msg}" if msg else "checkify found no NaN-producing operation."
+    found = f"checkify: {msg}" if msg else "checkify found no NaN-producing operation"
+    return f"Re-run of step {bad}: {values}; {found}."
 
 
 def _meta(run: Run, step: int, history: list[dict]) -> dict:
@@ -310,9 +314,11 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     from jaxcnn.pretrained.transfer import stats_filter
 
     frozen_stats = stats_filter(config, run.model, run.variables["params"])
-    train_fn = make_train_step(run.model, run.task, tx, run.prep, spe, freeze_stats=frozen_stats)
+    train_fn = make_train_step(run.model, run.task, tx, run.prep, spe, freeze_stats=frozen_stats,
+                               eval_forward=config.transfer.freeze == "linear_probe")
+    on_device = config.data.on_device
     feeder = make_feeder(run.splits.train, run.mesh,
-                         "auto" if config.data.on_device == "auto" else config.data.on_device == "on")
+                         "auto" if on_device == "auto" else on_device == "on")
     evaluator = _Evaluator(run, make_eval_step(run.model, run.task, run.prep))
     table = monitor.EpochTable(run.task.best_metric)
     step = int(jax.device_get(state.step))
@@ -341,12 +347,13 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
                     sums = jax.device_get(state.sums)
                     _check_finite(state, run, train_fn, feeder)
                     now = time.perf_counter()
+                    rate = (step - step_log) * bs / max(now - t_log, 1e-9)
                     if bar is not None:
                         shown = run.task.summarize(sums)
                         bar.set_postfix(loss=f"{shown.get('loss', 0):.4f}",
                                         **{run.task.best_metric[:3]:
                                            f"{shown.get(run.task.best_metric, 0):.4f}"},
-                                        img_s=f"{(step - step_log) * bs / max(now - t_log, 1e-9):.0f}")
+                                        img_s=f"{rate:.0f}")
                     t_log, step_log = now, step
                 if preemption.requested:
                     preempted = True

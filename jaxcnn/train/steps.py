@@ -48,8 +48,11 @@ def make_train_step(
     model: nn.Module, task: Task, tx: optax.GradientTransformationExtraArgs,
     prep: Preprocess, steps_per_epoch: int,
     freeze_stats: Callable[[Any, Any], Any] | None = None,
+    eval_forward: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """The pure training step (not yet compiled)."""
+    """The pure training step (not yet compiled). `freeze_stats(new, old)` filters the
+    BatchNorm statistics after the step; `eval_forward` runs the model in eval mode (running
+    statistics, no dropout): a linear probe trains its head on the features it is tested on."""
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         # One key per step, from the state: reproducible and independent of device count.
@@ -59,7 +62,8 @@ def make_train_step(
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict, Any]]:
             variables = dict(state.variables, params=params)
             outputs, updates = model.apply(
-                variables, *task.model_inputs(batch), train=True, rngs={"dropout": r_drop},
+                variables, *task.model_inputs(batch), train=not eval_forward,
+                rngs={"dropout": r_drop},
                 mutable=["batch_stats"],
             )
             loss, sums = task.loss(outputs, batch)

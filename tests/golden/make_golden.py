@@ -43,11 +43,11 @@ _RESNET_STAGES = {"stem": "maxpool", "stage1": "layer1", "stage2": "layer2",
                   "stage3": "layer3", "stage4": "layer4"}
 PARITY = {
     "resnet18": ([(64, 64), (97, 83)], _RESNET_STAGES, "fc"),
-    "resnet50": ([(64, 64), (97, 83)], _RESNET_STAGES, "fc"),
+    "resnet50": ([(97, 83)], _RESNET_STAGES, "fc"),  # resnet18 also covers 64x64
     "wide_resnet50_2": ([(64, 64)], _RESNET_STAGES, "fc"),
     "resnext50_32x4d": ([(64, 64)], _RESNET_STAGES, "fc"),
     "mobilenet_v2": (
-        [(64, 64), (97, 83)],
+        [(97, 83)],
         {"stem": "features.0", "stage1": "features.1", "stage2": "features.3",
          "stage3": "features.6", "stage4": "features.13", "stage5": "features.18"},
         "classifier",
@@ -55,7 +55,7 @@ PARITY = {
     # VGG / AlexNet: 97x83 leaves a 3x2 map before the 7x7 / 6x6 adaptive pool (a non-square,
     # non-divisible case of both the pool and the CHW -> HWC permutation of the first FC).
     "vgg11": ([(64, 64), (97, 83)], "maxpools", "classifier.6"),
-    "vgg11_bn": ([(64, 64), (97, 83)], "maxpools", "classifier.6"),
+    "vgg11_bn": ([(64, 64)], "maxpools", "classifier.6"),  # vgg11 covers 97x83
     "alexnet": (
         [(64, 64), (97, 83)],
         {"stage1": "features.2", "stage2": "features.5", "stage3": "features.7",
