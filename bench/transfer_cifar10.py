@@ -69,6 +69,7 @@ def main() -> None:
     p.add_argument("--test-per-class", type=int, default=400)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--probe-lr", type=float, default=3e-2, help="linear probe's peak lr")
     p.add_argument("--workdir", default=None)
     p.add_argument("--runs", default="", help="comma-separated subset of the runs to (re)do, "
                    "reusing WORKDIR/source_pretrain and bench/transfer_cifar10.json")
@@ -111,7 +112,7 @@ def main() -> None:
         run("source_pretrain", config_for(args, args.epochs, 3e-3), src)
     pretrained = str(work / "source_pretrain")
     for name, freeze, lr, lr_slice in [
-        ("linear_probe", "linear_probe", 3e-3, ()),
+        ("linear_probe", "linear_probe", args.probe_lr, ()),
         ("finetune_last_stage", "finetune_last", 1e-3, ()),
         ("full_finetune_discriminative", "full", 1e-3, (1e-4, 1e-3)),
         ("full_finetune", "full", 1e-3, ()),

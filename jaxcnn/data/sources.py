@@ -577,5 +577,8 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
         )
     limit = int(data.get("max_examples", 0))
     if limit and len(splits.train) > limit:
-        splits.train = splits.train.subset(np.arange(limit))
+        # A fixed random subset: folder sources are sorted by class, so a prefix would hold
+        # only the first classes.
+        keep = np.random.default_rng([seed, 0xC0DE]).permutation(len(splits.train))[:limit]
+        splits.train = splits.train.subset(np.sort(keep))
     return splits
