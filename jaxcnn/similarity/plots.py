@@ -45,12 +45,7 @@ def save_retrieval_grid(
         axes[i].set_title(title, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def save_heatmap(
@@ -74,6 +69,11 @@ def save_heatmap(
                         color="white" if matrix[i, j] < matrix.mean() else "black")
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(plt, fig, out)
+
+
+def _save(plt, fig, out: str | os.PathLike) -> Path:
+    """Write `fig` to `out` (creating its folder) and release it."""
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
