@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn import cli
-from jaxcnn.errors import CheckpointError, OfflineError, UnknownModelError
+from jaxcnn.errors import CheckpointError, DatasetError, OfflineError, UnknownModelError
 from jaxcnn.pretrained import (
     IMAGENET_MEAN,
     chw_to_hwc_dense_kernel,
@@ -238,3 +238,15 @@ def test_predict_returns_top5_labels(mobilenet_file) -> None:
     both = predict("mobilenet_v2", [img, Image.fromarray(img)], variables=variables)
     assert [label for label, _ in both[0]] == list(labels) == [label for label, _ in both[1]]
     np.testing.assert_allclose([p for _, p in both[0]], probs, rtol=1e-5)
+
+
+def test_predict_reads_paths_and_names_a_corrupt_file(mobilenet_file, tmp_path) -> None:
+    _, variables = mobilenet_file
+    img = synthetic_image()
+    Image.fromarray(img).save(tmp_path / "ok.png")
+    from_path = predict("mobilenet_v2", tmp_path / "ok.png", variables=variables)
+    from_pil = predict("mobilenet_v2", Image.fromarray(img), variables=variables)
+    assert [label for label, _ in from_path] == [label for label, _ in from_pil]
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match="bad.jpg"):
+        predict("mobilenet_v2", tmp_path / "bad.jpg", variables=variables)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcnn.data.images import load_image, load_images
 from jaxcnn.errors import ConfigError, DatasetError, InputError
 from jaxcnn.models import abstract_variables, create_model
 from jaxcnn.similarity.features import (
@@ -17,7 +18,6 @@ from jaxcnn.similarity.features import (
     PixelExtractor,
     default_preprocessing,
 )
-from jaxcnn.similarity.images import load_image, load_images
 
 RNG = np.random.default_rng(0)
 IMAGES = [RNG.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jaxcnn.data.images import load_image
 from jaxcnn.pretrained.registry import get_weights, imagenet_categories
 
 
@@ -27,7 +28,7 @@ def _as_images(image: Any) -> tuple[list[Any], bool]:
     """(list of images, whether one image was given): paths, PIL images, HWC arrays, or a
     list / NHWC array of them."""
     if isinstance(image, (str, os.PathLike)):
-        return [Image.open(image).convert("RGB")], True
+        return [load_image(image)], True  # DatasetError naming an unreadable file
     if isinstance(image, Image.Image):
         return [image], True
     if isinstance(image, np.ndarray) and image.ndim == 4:

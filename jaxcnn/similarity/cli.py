@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data.images import describe, list_images
 from jaxcnn.errors import ConfigError, InputError
 from jaxcnn.similarity.features import make_extractor, weights_id
-from jaxcnn.similarity.images import describe, list_images
 from jaxcnn.similarity.metrics import METRICS
 from jaxcnn.similarity.search import pairwise
 

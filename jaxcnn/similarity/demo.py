@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxcnn.similarity.images import load_image
+from jaxcnn.data.images import load_image
 from jaxcnn.similarity.metrics import METRICS
 from jaxcnn.similarity.search import pairwise
 

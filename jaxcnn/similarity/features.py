@@ -18,17 +18,17 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.models import create_model, get_model_spec
-from jaxcnn.pretrained.transforms import IMAGENET_MEAN as _MEAN01
-from jaxcnn.pretrained.transforms import IMAGENET_STD as _STD01
-from jaxcnn.similarity.images import (
+from jaxcnn.data.images import (
     ImageLike,
     _array_to_rgb,
     as_image_list,
     load_image,
     resize,
 )
+from jaxcnn.errors import ConfigError, InputError
+from jaxcnn.models import create_model, get_model_spec
+from jaxcnn.pretrained.transforms import IMAGENET_MEAN as _MEAN01
+from jaxcnn.pretrained.transforms import IMAGENET_STD as _STD01
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data.images import list_images, load_image
 from jaxcnn.errors import ConfigError, DatasetError, InputError
-from jaxcnn.similarity.images import list_images, load_image
 from jaxcnn.similarity.search import topk
 
 FORMAT = "jaxcnn-similarity-index"

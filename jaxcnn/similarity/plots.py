@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcnn.similarity.images import ImageLike, load_image
+from jaxcnn.data.images import ImageLike, load_image
 
 
 def _pyplot():

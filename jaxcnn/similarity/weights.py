@@ -135,7 +135,7 @@ def _trained_image_size(data: dict[str, Any], default: int) -> int:
     if source == "tfds" and data.get("name") in _TFDS_SIZES:
         return _TFDS_SIZES[data["name"]]
     if source == "folder" and data.get("path"):
-        from jaxcnn.similarity.images import list_images, load_image
+        from jaxcnn.data.images import list_images, load_image
 
         split = Path(data["path"]) / data.get("train_split", "train")
         try:

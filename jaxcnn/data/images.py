@@ -1,5 +1,5 @@
-"""Reading images for similarity: paths, PIL images or arrays in, uint8 RGB [H, W, 3] out,
-with errors that name the file that could not be read."""
+"""Reading images: paths, PIL images or arrays in, uint8 RGB [H, W, 3] out, with errors
+that name the file that could not be read. Shared by similarity and `jaxcnn.predict`."""
 
 from __future__ import annotations
 
