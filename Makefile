@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-all lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxcnn needs Python >= 3.11, found " + sys.version'
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python train.py --config configs/digits_lenet.py --workdir runs/digits_lenet
 
+# The default suite: fast (CI, every change). `make test-all` adds the slow end-to-end runs.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)
