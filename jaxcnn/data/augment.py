@@ -1,10 +1,12 @@
 """On-device preprocessing in jnp, run inside the compiled train step: uint8 -> float,
-random crop with zero padding, horizontal flip, cutout, per-channel normalization. Geometric
-transforms are applied identically to every spatial key of the batch ("image", "mask")."""
+random crop with zero or reflect padding (translation), horizontal flip (random or
+alternating by epoch), cutout, per-channel normalization; and flip + translate test-time
+augmentation. Geometric transforms are applied identically to every spatial key of the
+batch ("image", "mask")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,17 +21,25 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) ->
     return (images.astype(jnp.float32) - mean) / std
 
 
-def random_crop(rng: jax.Array, arrays: dict[str, jax.Array], padding: int) -> dict:
-    """torchvision `RandomCrop(size, padding)`: zero-pad by `padding` and crop the original
-    size at a uniform random offset per example (same offset for image and mask)."""
+PADDING_MODES = ("constant", "reflect")
+FLIP_MODES = ("random", "alternate")
+
+
+def random_crop(rng: jax.Array, arrays: dict[str, jax.Array], padding: int,
+                padding_mode: str = "constant") -> dict:
+    """torchvision `RandomCrop(size, padding, padding_mode=...)`: pad by `padding` (zeros,
+    or "reflect": airbench's random translation, `batch_crop` of reflect-padded images) and
+    crop the original size at a uniform random offset per example (same for image and mask)."""
     if not padding:
         return arrays
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}")
     n, h, w = arrays["image"].shape[:3]
     offsets = jax.random.randint(rng, (n, 2), 0, 2 * padding + 1)
 
     def crop(x: jax.Array) -> jax.Array:
         pad = [(0, 0), (padding, padding), (padding, padding)] + [(0, 0)] * (x.ndim - 3)
-        padded = jnp.pad(x, pad)
+        padded = jnp.pad(x, pad, mode=padding_mode)
         one = lambda img, off: jax.lax.dynamic_slice(
             img, (off[0], off[1]) + (0,) * (x.ndim - 3), (h, w) + img.shape[2:]
         )
@@ -48,6 +58,15 @@ def random_flip(rng: jax.Array, arrays: dict[str, jax.Array]) -> dict:
         return jnp.where(cond, x[:, :, ::-1], x)
 
     return {k: apply(v) if k in SPATIAL_KEYS else v for k, v in arrays.items()}
+
+
+def alternating_flip(arrays: dict[str, jax.Array], epoch: jax.Array | int) -> dict:
+    """Flip every example horizontally in odd epochs (airbench's `altflip`, utils.py lines
+    151-156). Applied after one random flip of the data set (`random_flip` with a fixed key),
+    each image is seen in both orientations in any two consecutive epochs."""
+    odd = (jnp.asarray(epoch) % 2) == 1
+    return {k: jnp.where(odd, v[:, :, ::-1], v) if k in SPATIAL_KEYS else v
+            for k, v in arrays.items()}
 
 
 def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
@@ -78,16 +97,55 @@ def preprocess(
     flip: bool = False,
     cutout_size: int = 0,
     train: bool = False,
+    padding_mode: str = "constant",
+    flip_mode: str = "random",
+    epoch: jax.Array | int | None = None,
 ) -> dict[str, jax.Array]:
-    """The whole on-device pipeline: augment (train only), then normalize "image" to float32."""
+    """The whole on-device pipeline: augment (train only), then normalize "image" to float32.
+    `flip_mode` "random" flips each example with probability 1/2, "alternate" flips the
+    whole batch in odd epochs (`alternating_flip`; needs `epoch`)."""
+    if flip and flip_mode not in FLIP_MODES:
+        raise ValueError(f"flip_mode must be one of {FLIP_MODES}; got {flip_mode!r}")
     batch = dict(batch)
     if train and rng is not None:
         r_crop, r_flip, r_cut = jax.random.split(rng, 3)
-        batch = random_crop(r_crop, batch, crop_padding)
-        if flip:
+        batch = random_crop(r_crop, batch, crop_padding, padding_mode)
+        if flip and flip_mode == "alternate":
+            if epoch is None:
+                raise ValueError("flip_mode='alternate' needs the epoch")
+            batch = alternating_flip(batch, epoch)
+        elif flip:
             batch = random_flip(r_flip, batch)
         batch["image"] = normalize(batch["image"], mean, std)
         batch["image"] = cutout(r_cut, batch["image"], cutout_size)
     else:
         batch["image"] = normalize(batch["image"], mean, std)
     return batch
+
+
+TTA_LEVELS = (0, 1, 2)
+
+
+def tta_logits(fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: int
+                      ) -> jax.Array:
+    """airbench's test-time augmentation (utils.py `infer`, lines 11-30) around `fn` (images
+    -> logits): level 0 is `fn(x)`; level 1 averages `x` and its mirror image; level 2 gives
+    the mirror average half the weight and spreads the other half over the mirror averages of
+    `x` translated by one pixel up-left and down-right (reflect padding)."""
+    if level not in TTA_LEVELS:
+        raise ValueError(f"test-time augmentation level must be one of {TTA_LEVELS}; got {level}")
+    if level == 0:
+        return fn(images)
+
+    def mirror(x: jax.Array) -> jax.Array:
+        return 0.5 * fn(x) + 0.5 * fn(x[:, :, ::-1])
+
+    logits = mirror(images)
+    if level == 1:
+        return logits
+    h, w = images.shape[1:3]
+    padded = jnp.pad(images, [(0, 0), (1, 1), (1, 1)] + [(0, 0)] * (images.ndim - 3),
+                     mode="reflect")
+    shifted = [padded[:, 0:h, 0:w], padded[:, 2:h + 2, 2:w + 2]]
+    translated = sum(mirror(x) for x in shifted) / len(shifted)
+    return 0.5 * logits + 0.5 * translated

@@ -1,6 +1,7 @@
 """The model zoo: importing this package registers every family."""
 
 from jaxcnn.models import (  # noqa: F401  (importing a family registers its models)
+    airbench,
     alexnet,
     autoencoder,
     googlenet,

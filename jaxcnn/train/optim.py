@@ -10,7 +10,7 @@ discriminative learning rates) with `optax.multi_transform` and labels over the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,3 +127,53 @@ def current_lr(schedule: optax.Schedule, opt_state: Any, step: int) -> float:
         if isinstance(leaf, optax.contrib.ReduceLROnPlateauState):
             lr *= float(jnp.asarray(leaf.scale))
     return lr
+
+
+def triangle_schedule(peak_value: float, total_steps: int, start_factor: float,
+                      peak_fraction: float, end_factor: float) -> optax.Schedule:
+    """Piecewise-linear warm-up and decay: `start_factor * peak_value` at step 0, the peak at
+    step `int(peak_fraction * total_steps)`, `end_factor * peak_value` at `total_steps`
+    (airbench 0.1.8 `triangle`, utils.py lines 273-282: airbench94 uses 0.2, 0.23, 0.07)."""
+    xp = jnp.asarray([0.0, float(int(peak_fraction * total_steps)), float(total_steps)])
+    fp = jnp.asarray([start_factor, 1.0, end_factor]) * peak_value
+    return lambda step: jnp.interp(jnp.asarray(step, jnp.float32), xp, fp)
+
+
+def param_labels(params: Any, rules: dict[str, str], default: str = "default") -> Any:
+    """A tree of group labels for `optax.multi_transform`: each leaf takes the first label
+    whose regular expression matches (`re.search`) its "/"-joined path
+    ("block1/norm1/bias"), else `default`."""
+    import re
+
+    compiled = [(label, re.compile(pattern)) for label, pattern in rules.items()]
+
+    def label(path: tuple, _: Any) -> str:
+        name = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        return next((lab for lab, rx in compiled if rx.search(name)), default)
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+class FreezeAfterState(NamedTuple):
+    """Steps counted by `freeze_after`."""
+
+    count: jax.Array
+
+
+def freeze_after(steps: int) -> optax.GradientTransformation:
+    """Pass updates through for the first `steps` steps, then zeros: a parameter group that
+    trains for a while and is then frozen (airbench94's whitening bias, trained for 3 epochs:
+    `requires_grad = epoch < whiten_bias_epochs`, utils.py line 303)."""
+
+    def init(params: Any) -> FreezeAfterState:
+        del params
+        return FreezeAfterState(jnp.zeros((), jnp.int32))
+
+    def update(updates: Any, state: FreezeAfterState, params: Any = None
+               ) -> tuple[Any, FreezeAfterState]:
+        del params
+        live = state.count < steps
+        updates = jax.tree.map(lambda u: jnp.where(live, u, jnp.zeros_like(u)), updates)
+        return updates, FreezeAfterState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
