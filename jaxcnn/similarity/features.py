@@ -278,6 +278,10 @@ class PixelExtractor:
 
     def __init__(self, size: int | tuple[int, int] = 64):
         self.size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(self.size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool)
+                                           and s > 0 for s in self.size):
+            raise InputError(f"the raw-pixel size (--size) must be a positive number of pixels "
+                             f"(or an (H, W) pair); got {size!r}.")
         self.dim = self.size[0] * self.size[1] * 3
         self.model_name, self.weights, self.layer = "pixels", "", "pixels"
 

@@ -9,9 +9,12 @@ it stopped and re-running it embeds only new files. Unreadable files are skipped
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,14 +58,40 @@ class BuildReport:
     total: int
 
 
+_META_KEYS = {"root": str, "model": str, "weights": str, "layer": str, "dim": int,
+              "preprocessing": dict}
+_PART = re.compile(r"part-(\d{5})\.npz")  # temporary files (".part-...tmp") never match
+
+
+class IndexDamage(DatasetError):
+    """A file of an index that cannot be read: `path` and why. `jaxcnn index` rebuilds it."""
+
+    def __init__(self, path: Path, why: str):
+        self.path = path
+        super().__init__(
+            f"the similarity index file {path} is damaged: {why}. Run `jaxcnn index` with the "
+            f"same --out ({path.parent}) to re-embed what it held."
+        )
+
+
 def _read_meta(index_dir: Path) -> dict[str, Any] | None:
+    """meta.json of an index (None when absent); a damaged one is an IndexDamage naming it."""
     path = index_dir / "meta.json"
     if not path.exists():
         return None
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise IndexDamage(path, f"it is not readable JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise IndexDamage(path, f"it holds a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{index_dir} is not a jaxcnn similarity index (meta.json format "
                           f"{meta.get('format')!r}).")
+    bad = [k for k, t in _META_KEYS.items() if not isinstance(meta.get(k), t)
+           or isinstance(meta.get(k), bool)]
+    if bad:
+        raise IndexDamage(path, f"the keys {bad} are missing or of the wrong type")
     return meta
 
 
@@ -86,11 +115,29 @@ def _norm(value: Any) -> Any:
 
 
 def _parts(index_dir: Path) -> list[Path]:
-    return sorted(index_dir.glob("part-*.npz"))
+    """The committed part files, in order."""
+    return sorted(p for p in index_dir.glob("part-*.npz") if _PART.fullmatch(p.name))
+
+
+def _read_part(part: Path, dim: int) -> tuple[list[str], np.ndarray]:
+    """(paths, float32 embeddings [n, dim]) of one part; IndexDamage if it is unreadable,
+    truncated or inconsistent."""
+    try:
+        with np.load(part, allow_pickle=False) as z:
+            paths = [str(p) for p in z["paths"]]
+            emb = np.asarray(z["embeddings"], np.float32)
+    except Exception as err:  # BadZipFile, EOFError, KeyError, ValueError, zlib.error, ...
+        raise IndexDamage(part, f"{type(err).__name__}: {err}") from None
+    if emb.ndim != 2 or emb.shape != (len(paths), dim):
+        raise IndexDamage(part, f"it holds {len(paths)} paths and embeddings of shape "
+                                f"{emb.shape}, expected [{len(paths)}, {dim}]")
+    if not np.isfinite(emb).all():
+        raise IndexDamage(part, "its embeddings hold NaN or inf")
+    return paths, emb
 
 
 def load_index(index_dir: str | os.PathLike) -> Index:
-    """Read an index written by `build_index`."""
+    """Read an index written by `build_index`; a damaged file is a DatasetError naming it."""
     index_dir = Path(index_dir)
     meta = _read_meta(index_dir)
     if meta is None:
@@ -101,11 +148,42 @@ def load_index(index_dir: str | os.PathLike) -> Index:
     paths: list[str] = []
     chunks = []
     for part in _parts(index_dir):
-        with np.load(part) as z:
-            paths.extend(str(p) for p in z["paths"])
-            chunks.append(z["embeddings"].astype(np.float32))
+        names, emb = _read_part(part, int(meta["dim"]))
+        paths.extend(names)
+        chunks.append(emb)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, int(meta["dim"])), np.float32)
     return Index(Path(meta["root"]), paths, emb, meta)
+
+
+def _salvage(out: Path, meta: dict[str, Any]) -> set[str]:
+    """The images already embedded in the index `out`; damaged parts are removed (with a
+    warning naming each) so that their images are embedded again."""
+    done: set[str] = set()
+    for part in _parts(out):
+        try:
+            done.update(_read_part(part, int(meta["dim"]))[0])
+        except IndexDamage as err:
+            warnings.warn(f"{err} Removing it and re-embedding its images.", stacklevel=3)
+            part.unlink()
+    return done
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of writers that died (their pid is gone)."""
+    for tmp in [*out.glob(".*.tmp*"), *out.glob("part-*.tmp*.npz")]:  # (older jaxcnn's)
+        pid = tmp.name.rsplit(".tmp", 1)[-1].removesuffix(".npz")
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def build_index(
@@ -121,25 +199,38 @@ def build_index(
     and the unreadable files (also written to `out/skipped.txt`)."""
     from tqdm import tqdm
 
+    if not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool) or (
+            chunk_size < 1):
+        raise InputError(f"chunk_size (--chunk-size) must be a positive number of images; got "
+                         f"{chunk_size!r}.")
     root = Path(directory).resolve()
     out = Path(out)
     files = list_images(root)
     description = embedder.describe()
-    meta = _read_meta(out)
+    _remove_stale_temporaries(out)
+    try:
+        meta = _read_meta(out)
+    except IndexDamage as err:
+        # Which model made the parts is unknown now: none of them can be trusted.
+        warnings.warn(f"{err} Rebuilding the whole index.", stacklevel=2)
+        for part in _parts(out):
+            part.unlink()
+        meta = None
     if meta is not None:
         check_compatible(meta, description, f"the index {out}")
         if Path(meta["root"]) != root:
             raise ConfigError(
                 f"the index {out} holds images of {meta['root']}, not {root}; use another --out."
             )
-        done = set(load_index(out).paths)
+        done = _salvage(out, meta)
     else:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "version": VERSION, "root": str(root), **description}
         _atomic_write(out / "meta.json", json.dumps(meta, indent=2).encode())
         done = set()
     todo = [f for f in files if f.relative_to(root).as_posix() not in done]
-    next_part = len(_parts(out))
+    parts = _parts(out)
+    next_part = int(_PART.fullmatch(parts[-1].name).group(1)) + 1 if parts else 0
     skipped: list[tuple[str, str]] = []
     added = 0
     bar = tqdm(total=len(todo), desc=f"embedding {root.name}", unit="img", disable=not progress,
@@ -165,15 +256,20 @@ def build_index(
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    # A hidden temporary name that never matches part-*.npz: a writer killed mid-save
+    # leaves nothing that `load_index` reads.
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_write(path, buf.getvalue())
 
 
 def search(index: Index, query_embeddings: np.ndarray, k: int = 5, metric: str = "cosine"

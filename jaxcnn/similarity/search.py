@@ -19,15 +19,23 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn.errors import InputError
-from jaxcnn.similarity.metrics import Metric, get_metric
+from jaxcnn.similarity.metrics import Metric, get_metric, real_array
 
 # L1 tiles hold block_rows * block_cols * D float32 values; keep them near this many bytes.
 _L1_TILE_BYTES = 64 * 2**20
+# pairwise computes its [N, M] output in chunks of at most max(output / 16, this) bytes
+# (capped at _MAX_CHUNK_BYTES), copied into one host array: peak memory stays near 1.2x
+# the output instead of holding padded, stacked and replicated copies of it.
+_MIN_CHUNK_BYTES = 4 * 2**20
+_MAX_CHUNK_BYTES = 256 * 2**20
 
 
-def _check_matrix(a: Any, name: str, fix: str) -> jax.Array | np.ndarray:
+def _check_matrix(a: Any, name: str, fix: str) -> Any:
     if not hasattr(a, "shape"):
-        a = np.asarray(a)
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{name} is not a numeric array ({err}). {fix}") from None
     if a.ndim != 2:
         hint = " Add an axis with a[None] for a single vector." if a.ndim == 1 else ""
         raise InputError(
@@ -36,7 +44,29 @@ def _check_matrix(a: Any, name: str, fix: str) -> jax.Array | np.ndarray:
         )
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name} is empty (shape {a.shape}); it needs at least one vector.")
-    return a
+    if isinstance(a, jax.core.Tracer):
+        return a
+    _check_rows_finite(a, name)
+    return real_array(a, name)
+
+
+def _check_rows_finite(a: Any, name: str) -> None:
+    """InputError naming the rows of `a` that hold NaN or inf: they would rank first in a
+    top-k (NaN compares as the best score) or fill a pairwise row with NaN."""
+    xp = jnp if isinstance(a, jax.Array) else np
+    if not xp.issubdtype(a.dtype, xp.floating) or a.dtype == np.float64 and xp is np:
+        return  # integers are finite; float64 is checked by real_array after conversion
+    bad = ~(xp.isfinite(a.max(axis=1)) & xp.isfinite(a.min(axis=1)))
+    if not bool(bad.any()):
+        return
+    rows = np.flatnonzero(np.asarray(bad))
+    shown = ", ".join(str(r) for r in rows[:5]) + (f" (and {len(rows) - 5} more)"
+                                                   if len(rows) > 5 else "")
+    raise InputError(
+        f"{name} row {shown} holds NaN or infinite values; their scores would be NaN (and NaN "
+        f"ranks first in a top-k). Drop those rows (e.g. {name}[np.isfinite({name}).all(1)]) "
+        "or recompute their embeddings."
+    )
 
 
 def _check_pair(x: Any, y: Any, xname: str, yname: str) -> tuple[Any, Any]:
@@ -52,8 +82,33 @@ def _check_pair(x: Any, y: Any, xname: str, yname: str) -> tuple[Any, Any]:
 
 
 def _mesh(devices: Any) -> Mesh:
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:
+        devices = jax.devices()
+    try:
+        devices = list(devices)
+    except TypeError:
+        raise InputError(f"devices must be a list of jax devices; got {devices!r}.") from None
+    if not devices:
+        raise InputError("devices=[] leaves nothing to compute on; pass devices=None for all "
+                         "of jax.devices(), or a non-empty list of them.")
+    if not all(isinstance(d, jax.Device) for d in devices):
+        raise InputError(f"devices must be jax devices (from jax.devices()); got {devices!r}.")
     return Mesh(np.array(devices), ("data",))
+
+
+def _matmul_dtype(dtype: Any) -> str | None:
+    """The name of a floating `dtype` for the matmuls (None: the inputs' own)."""
+    if dtype is None:
+        return None
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        raise InputError(f"dtype={dtype!r} is not a dtype; use None, jnp.float32 or "
+                         "jnp.bfloat16.") from None
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise InputError(f"dtype={dt} would compute similarities in {dt}; use a floating "
+                         "dtype (None, jnp.float32, jnp.bfloat16).")
+    return dt.name
 
 
 def _pad_rows(a: jax.Array, multiple: int) -> jax.Array:
@@ -64,11 +119,21 @@ def _pad_rows(a: jax.Array, multiple: int) -> jax.Array:
 def _block(requested: int | None, default: int, limit: int, dim: int, metric: Metric) -> int:
     """Rows per block: the request, else `default` (for L1 the side of a square
     [side, side, D] float32 tile of about _L1_TILE_BYTES), capped at `limit`."""
-    if requested is not None and (not isinstance(requested, int) or requested <= 0):
+    if requested is not None and (not isinstance(requested, int | np.integer)
+                                  or isinstance(requested, bool) or requested <= 0):
         raise InputError(f"block sizes must be positive integers; got {requested!r}.")
     if requested is None and metric.name == "l1":
         default = min(default, max(1, math.isqrt(_L1_TILE_BYTES // (4 * dim))))
-    return max(1, min(requested or default, limit))
+    return max(1, min(int(requested or default), limit))
+
+
+def _overflow_error(metric: Metric, *arrays: Any) -> InputError:
+    big = max(float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32)))) for a in arrays)
+    return InputError(
+        f"some {metric.name} scores exceed float32's range (3.4e38) for vectors with values up "
+        f"to |v| = {big:.3g}; scale all vectors down by one common factor (the ranking of "
+        "every metric is unchanged by it)."
+    )
 
 
 # ----------------------------------------------------------------------------- pairwise
@@ -82,40 +147,67 @@ def pairwise(
     block_size: int | None = None,
     dtype: Any = None,
     devices: Any = None,
-) -> jax.Array:
+) -> np.ndarray:
     """Scores [N, M] of every row of `x` [N, D] against every row of `y` [M, D] (`y=None`:
     against `x` itself), with `metric` in l1, mse, cosine, ncc (see jaxcnn.similarity.metrics
-    for directions). Computed in [block_size, block_size] tiles with a vmapped kernel, rows of
-    `x` sharded over `devices` (default: all); `dtype=jnp.bfloat16` rounds the inputs to bf16
-    and accumulates in float32. Returns float32 (replicated on one host)."""
+    for directions). Returns a float32 numpy array on the host, filled chunk by chunk (rows
+    of each chunk sharded over `devices`, default all; matmul metrics in one tile per device,
+    L1 in [block_size, block_size, D] tiles), so peak memory stays near 1.2x the output.
+    `block_size` caps the rows per device and the columns of a chunk; `dtype=jnp.bfloat16`
+    rounds the inputs to bf16 and accumulates in float32. Rows holding NaN or inf, complex
+    inputs and integers float32 cannot hold are refused (InputError)."""
     metric = get_metric(metric)
-    y = x if y is None else y
-    x, y = _check_pair(x, y, "x", "y")
+    mm_dtype = _matmul_dtype(dtype)
+    if any(isinstance(a, jax.core.Tracer) for a in (x, y)):
+        raise InputError("pairwise fills a host array chunk by chunk and cannot be traced "
+                         "inside jax.jit; inside jit use get_metric(name).block(x, y).")
+    x, y = _check_pair(x, x if y is None else y, "x", "y")
     n, dim = x.shape
     m = y.shape[0]
     mesh = _mesh(devices)
     ndev = mesh.devices.size
+    rows, cols = _chunk_shape(metric, n, m, dim, ndev, block_size)
+    fn = _pairwise_fn(metric, mm_dtype, mesh)
+    out = np.empty((n, m), np.float32)
+    for r0 in range(0, n, rows * ndev):
+        xc = _padded_slice(x, r0, rows * ndev)
+        for c0 in range(0, m, cols):
+            chunk = np.asarray(fn(xc, _padded_slice(y, c0, cols)))
+            r1, c1 = min(n, r0 + rows * ndev), min(m, c0 + cols)
+            out[r0:r1, c0:c1] = chunk[:r1 - r0, :c1 - c0]
+            del chunk
+    if not np.isfinite(out.max()) or not np.isfinite(out.min()):
+        raise _overflow_error(metric, x, y)
+    return out
+
+
+def _chunk_shape(metric: Metric, n: int, m: int, dim: int, ndev: int,
+                 block_size: int | None) -> tuple[int, int]:
+    """(rows per device, columns) of one chunk: `block_size` when given; else matmul metrics
+    fill the chunk byte budget and L1 one [rows, cols, D] tile of about _L1_TILE_BYTES per
+    device. Never more than the data needs."""
     rows = _block(block_size, 1024, -(-n // ndev), dim, metric)
-    cols = _block(block_size, 1024, m, dim, metric)
-    fn = _pairwise_fn(metric, rows, cols, None if dtype is None else jnp.dtype(dtype).name, mesh)
-    xp = _pad_rows(jnp.asarray(x), rows * ndev)
-    yp = _pad_rows(jnp.asarray(y), cols)
-    return fn(xp, yp)[:n, :m]
+    if block_size is not None:
+        return rows, min(int(block_size), m)
+    if metric.name == "l1":
+        return rows, max(1, min(m, _L1_TILE_BYTES // (4 * dim * rows)))
+    budget = min(_MAX_CHUNK_BYTES, max(_MIN_CHUNK_BYTES, n * m * 4 // 16))
+    return rows, max(1, min(m, budget // (4 * rows * ndev)))
+
+
+def _padded_slice(a: Any, start: int, size: int) -> Any:
+    """Rows start .. start+size of `a`, zero-padded to `size` rows (one compiled shape)."""
+    part = a[start:start + size]
+    if part.shape[0] == size:
+        return part
+    xp = jnp if isinstance(part, jax.Array) else np
+    return xp.concatenate([part, xp.zeros((size - part.shape[0], part.shape[1]), part.dtype)])
 
 
 @functools.lru_cache(maxsize=64)
-def _pairwise_fn(metric: Metric, rows: int, cols: int, dtype: str | None, mesh: Mesh) -> Any:
+def _pairwise_fn(metric: Metric, dtype: str | None, mesh: Mesh) -> Any:
     def local(x: jax.Array, y: jax.Array) -> jax.Array:
-        # x: this device's [rows * i, D]; y: all [cols * j, D]. Loop over tiles with lax.map so
-        # only one [rows, cols] (for L1 [rows, cols, D]) tile is live at a time.
-        xb = x.reshape(-1, rows, x.shape[-1])
-        yb = y.reshape(-1, cols, y.shape[-1])
-
-        def row_block(xi: jax.Array) -> jax.Array:
-            tiles = jax.lax.map(lambda yj: metric.block(xi, yj, dtype), yb)  # [J, rows, cols]
-            return jnp.moveaxis(tiles, 0, 1).reshape(rows, -1)
-
-        return jax.lax.map(row_block, xb).reshape(-1, yb.shape[0] * cols)
+        return metric.block(x, y, dtype)  # this device's rows against every column
 
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"), check_vma=False
@@ -123,7 +215,7 @@ def _pairwise_fn(metric: Metric, rows: int, cols: int, dtype: str | None, mesh: 
     return jax.jit(
         sharded,
         in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
-        out_shardings=NamedSharding(mesh, P()),
+        out_shardings=NamedSharding(mesh, P("data")),
     )
 
 
@@ -148,8 +240,10 @@ def topk(
     `block_size` rows; each device keeps a running top-k per query (merge of the previous k
     with the block's scores), and the per-device lists are merged at the end. Queries are
     processed `query_block_size` at a time. Memory: one [query_block, block] score tile per
-    device. `dtype=jnp.bfloat16` rounds inputs to bf16 with float32 accumulation."""
+    device. `dtype=jnp.bfloat16` rounds inputs to bf16 with float32 accumulation. Rows
+    holding NaN or inf are refused with their row numbers (InputError): NaN would rank first."""
     metric = get_metric(metric)
+    mm_dtype = _matmul_dtype(dtype)
     queries, database = _check_pair(queries, database, "queries", "database")
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
         raise InputError(f"k must be a positive integer; got {k!r}.")
@@ -165,12 +259,14 @@ def topk(
     block = _block(block_size, 16384, local_n, dim, metric)
     qblock = _block(query_block_size, 4096, q, dim, metric)
     local_n = -(-local_n // block) * block
-    fn = _topk_fn(metric, k, block, qblock, n, None if dtype is None else jnp.dtype(dtype).name,
-                  mesh)
+    fn = _topk_fn(metric, int(k), block, qblock, n, mm_dtype, mesh)
     dp = _pad_rows(jnp.asarray(database), local_n * ndev)
     qp = _pad_rows(jnp.asarray(queries), qblock)
     scores, indices = fn(qp, dp)
-    return scores[:q], indices[:q]
+    scores, indices = scores[:q], indices[:q]
+    if not isinstance(scores, jax.core.Tracer) and not bool(jnp.isfinite(scores).all()):
+        raise _overflow_error(metric, queries, database)
+    return scores, indices
 
 
 def _merge(scores: jax.Array, indices: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
