@@ -67,17 +67,36 @@ def batch_norm_leaves(prefix: str, target_path: str) -> dict[str, tuple[str, Tra
     }
 
 
-def to_numpy(value: Any) -> np.ndarray:
-    """A numpy array from a numpy array, jax array or torch tensor (without importing torch);
-    floating arrays become float32."""
+def to_numpy(value: Any, key: str = "a weight") -> np.ndarray:
+    """A float32 numpy array from a numpy array, jax array or torch tensor (without importing
+    torch). Weights are finite real floating-point arrays: int, bool, complex and object
+    arrays, and NaN or inf values, raise CheckpointError naming `key` (an int32 kernel would
+    otherwise load and train, a NaN one would give NaN logits)."""
     if hasattr(value, "detach"):  # torch.Tensor
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
             value = value.float()
         value = value.numpy()
-    array = np.asarray(value)
-    if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float32:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{key} is not an array ({type(value).__name__}: {err}).") from None
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (safetensors, jax arrays)
         array = array.astype(np.float32)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise CheckpointError(
+            f"{key} has dtype {array.dtype} (shape {array.shape}); weights must be real "
+            "floating-point arrays. The file was not written from a network's weights (or "
+            "was cast by mistake): convert it from the original float file."
+        )
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise CheckpointError(
+            f"{key} holds {bad} NaN or infinite value(s) of {array.size}; the weights are "
+            "corrupt (or from a diverged run). Use another copy or an earlier checkpoint."
+        )
     return array
 
 
@@ -130,7 +149,13 @@ def convert(
     ignore = tuple(ignore)
     expected = {path: tuple(leaf.shape) for path, leaf in flatten_tree(target).items()}
     out: dict[str, np.ndarray] = {}
-    unexpected, missing, mismatched, bad_target = [], [], [], []
+    unexpected, missing, mismatched, bad_target, bad_values = [], [], [], [], []
+    not_str = [repr(k) for k in state_dict if not isinstance(k, str)]
+    if not_str:
+        raise CheckpointError(
+            f"Cannot convert {what}: {len(not_str)} key(s) are not strings "
+            f"({', '.join(not_str[:5])}); a state_dict maps parameter names to tensors."
+        )
     for key in state_dict:
         if key.endswith(ignore):
             continue
@@ -143,7 +168,11 @@ def convert(
         if path not in expected:
             bad_target.append(f"{key} -> {path}")
             continue
-        array = to_numpy(state_dict[key])
+        try:
+            array = to_numpy(state_dict[key], key)
+        except CheckpointError as err:
+            bad_values.append(str(err))
+            continue
         try:
             converted = transform(array)
         except ValueError as err:
@@ -169,6 +198,8 @@ def convert(
         problems.append(_listing("key map targets not in the model", bad_target))
     if unfilled:
         problems.append(_listing("model leaves no key fills", unfilled))
+    if bad_values:
+        problems.append(_listing("arrays that are not finite float weights", bad_values))
     if problems:
         raise CheckpointError(
             f"Cannot convert {what}: {len(expected)} model leaves, "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from jaxcnn.errors import CheckpointError, OfflineError
+from jaxcnn.pretrained.convert import to_numpy
 from jaxcnn.pretrained.registry import Weights, get_weights
 from jaxcnn.pretrained.torchvision import from_torchvision
 
@@ -149,7 +150,9 @@ def _numpy_tree(tree: Any) -> Any:
 
 
 def restore_variables(path: str | os.PathLike) -> dict:
-    """Variables saved by `save_variables` (a directory or its variables.msgpack)."""
+    """Variables saved by `save_variables` (a directory or its variables.msgpack): a dict
+    {"params", "batch_stats"} of finite float32 arrays under string keys, or CheckpointError
+    naming the file and what is wrong with it."""
     from flax import serialization
 
     path = Path(path).expanduser()
@@ -159,8 +162,70 @@ def restore_variables(path: str | os.PathLike) -> dict:
     try:
         tree = serialization.msgpack_restore(file.read_bytes())
     except Exception as err:  # msgpack raises several unrelated types on corrupt input
-        raise CheckpointError(f"Cannot read {file}: {err}") from err
-    return {"params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}
+        raise CheckpointError(f"Cannot read {file}: {type(err).__name__}: {err}") from err
+    if not isinstance(tree, Mapping) or not isinstance(tree.get("params"), Mapping):
+        what = (f"a dict with keys {sorted(map(str, tree))[:6]}" if isinstance(tree, Mapping)
+                else f"a {type(tree).__name__}")
+        raise CheckpointError(
+            f"{file} holds {what}, not the {{'params': ..., 'batch_stats': ...}} dict that "
+            "`jaxcnn convert` and save_variables write."
+        )
+    return {c: _checked_tree(tree.get(c) or {}, f"{file}: {c}") for c in ("params", "batch_stats")}
+
+
+def _checked_tree(tree: Any, where: str) -> dict:
+    if not isinstance(tree, Mapping):
+        return to_numpy(tree, where)
+    bad = [k for k in tree if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"{where} has non-string key(s) {bad[:5]}; variables are nested "
+                              "dicts of module and parameter names.")
+    return {k: _checked_tree(v, f"{where}/{k}") for k, v in tree.items()}
+
+
+def check_architecture(name: str, variables: Mapping, where: str) -> int | None:
+    """CheckpointError unless `variables` fit model `name`: every parameter and statistic
+    path present, none extra, every shape equal (up to the head's number of classes, which
+    is returned when it differs from the default; else None)."""
+    from jaxcnn.pretrained.convert import flatten_tree
+
+    saved = {p: tuple(np.shape(v)) for c in ("params", "batch_stats")
+             for p, v in flatten_tree({c: variables.get(c) or {}}).items()}
+    wanted = _abstract_shapes(name)
+    if saved == wanted:
+        return None
+    order = lambda p: (not p.startswith("params/"), p)  # parameters are the news
+    diff = sorted((p for p in wanted if p in saved and saved[p] != wanted[p]), key=order)
+    heads = {saved[p][-1] for p in diff}
+    if set(saved) == set(wanted) and len(heads) == 1 and _abstract_shapes(
+            name, num_classes=heads.copy().pop()) == saved:
+        return heads.pop()
+    missing = sorted(set(wanted) - set(saved), key=order)
+    extra = sorted(set(saved) - set(wanted), key=order)
+    lines = [f"{len(missing)} of its {len(wanted)} leaves missing, e.g. "
+             + ", ".join(f"{p} {wanted[p]}" for p in missing[:3])] if missing else []
+    lines += [f"{len(extra)} leaves it does not have, e.g. "
+              + ", ".join(f"{p} {saved[p]}" for p in extra[:3])] if extra else []
+    lines += [f"{len(diff)} of another shape, e.g. "
+              + ", ".join(f"{p} {saved[p]} (needs {wanted[p]})" for p in diff[:3])] if diff else []
+    raise CheckpointError(
+        f"the weights at {where} do not fit {name}: " + "; ".join(lines) + ". They belong to "
+        "another architecture (or input size): pass the model name they were made for."
+    )
+
+
+def _abstract_shapes(name: str, **overrides: Any) -> dict[str, tuple[int, ...]]:
+    from jaxcnn.models import abstract_variables, create_model, get_model_spec
+    from jaxcnn.pretrained.convert import flatten_tree
+    from jaxcnn.pretrained.torchvision import RULES, abstract_target
+
+    if name in RULES:
+        tree = abstract_target(name, **overrides)
+    else:
+        spec = get_model_spec(name)
+        tree = abstract_variables(create_model(name, **overrides), spec.input_shape)
+    return {p: tuple(v.shape) for c in ("params", "batch_stats")
+            for p, v in flatten_tree({c: tree.get(c) or {}}).items()}
 
 
 def load(
@@ -176,7 +241,9 @@ def load(
     if path is not None:
         p = Path(path).expanduser()
         if p.is_dir() or p.suffix == ".msgpack":
-            return restore_variables(p)
+            variables = restore_variables(p)
+            check_architecture(name, variables, str(p))
+            return variables
         return from_torchvision(name, read_state_dict(p))
     entry = get_weights(name, weights)
     return from_torchvision(name, read_state_dict(download(entry, cache_dir)))
