@@ -10,18 +10,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jaxcnn.data.transforms import center_crop, resized_size
 from jaxcnn.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """torchvision's `resize(img, size)` output for an int size: the short side becomes
-    `size`, the long side `int(size * long / short)` (truncated, as torchvision does)."""
-    short, long = (height, width) if height <= width else (width, height)
-    new_short, new_long = size, int(size * long / short)
-    return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
 def _to_pil_channels(image: Any) -> tuple[list[Image.Image], bool]:
@@ -49,18 +42,6 @@ def _to_pil_channels(image: Any) -> tuple[list[Image.Image], bool]:
     channels = [Image.fromarray(np.ascontiguousarray(array[..., c], np.float32), "F")
                 for c in range(3)]  # fmt: skip
     return channels, False
-
-
-def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
-    """torchvision's `center_crop` on HWC: zero-pad when smaller, top/left offsets rounded."""
-    h, w = array.shape[:2]
-    if h < crop or w < crop:
-        pad_h, pad_w = max(crop - h, 0), max(crop - w, 0)
-        array = np.pad(array, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2),
-                               (0, 0)))  # fmt: skip
-        h, w = array.shape[:2]
-    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
-    return array[top : top + crop, left : left + crop]
 
 
 @dataclasses.dataclass(frozen=True)
