@@ -9,7 +9,8 @@ import sys
 
 from jaxcnn.errors import JaxcnnError
 
-COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli", "jaxcnn.pretrained.cli")
+COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli", "jaxcnn.pretrained.cli",
+                                     "jaxcnn.data.cli")
 
 
 def _list_models(args: argparse.Namespace) -> int:

@@ -268,9 +268,11 @@ def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]], li
         )
     files, skipped = [], []
     for label, cls in enumerate(classes):
-        entries = sorted((split_dir / cls).iterdir())
-        images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        skipped += [p for p in entries if p.is_file() and p not in images]
+        # scandir's cached file types: no stat per file (1.28 M files for ImageNet)
+        with os.scandir(split_dir / cls) as it:
+            entries = sorted(Path(e.path) for e in it if e.is_file())
+        images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [p for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
             raise DatasetError(
                 f"class folder {split_dir / cls} holds no images ({IMAGE_EXTENSIONS}); remove "
