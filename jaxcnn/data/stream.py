@@ -1,0 +1,397 @@
+"""The host input pipeline on grain: decode + augment on the host, in worker processes, for
+data that does not fit on the device (the Flax ImageNet example's `input_pipeline.py` role).
+
+- A random-access example source: ArrayRecord shards from `jaxcnn prepare`
+  (`records.RecordSource`), a tfds dataset prepared in array_record format
+  (`tfds.data_source`, images left encoded), files of an image folder, or an in-memory
+  `Source`.
+- The training order is the on-device path's `epoch_permutation(seed, epoch, n)`: a pure
+  function of (seed, epoch), so the batch of any step is known without reading earlier ones.
+  Each process reads only its rows of every global batch (rows [p * B/P, (p + 1) * B/P)), and
+  the augmentation of an example draws from a generator seeded by (seed, epoch, index): the
+  global batch is the same for any number of processes or worker processes.
+- One grain `MapDataset` spans all training steps (`source -> batch -> to_iter_dataset ->
+  mp_prefetch`), so worker processes live for the whole run; its iterator state goes into
+  the checkpoint and restores the stream exactly (`state_for_step` rebuilds it for another
+  worker count).
+- Batches leave as uint8 (normalized on the device, inside the compiled step). Tiny images
+  (CIFAR's 32x32) decode faster than a worker process can ship them, so `workers=-1`
+  (auto) measures a batch and keeps small work in the main process (a plain loop)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from jaxcnn.data.pipeline import epoch_permutation
+from jaxcnn.data.transforms import ImageTransform
+from jaxcnn.errors import DatasetError
+
+_AUG_TAG = 0xA06  # separates augmentation draws from other uses of (seed, epoch)
+
+
+class ExampleSource(Protocol):
+    """Random access to examples: `source[i]` is a dict with "image" (encoded bytes or a
+    uint8 array) and, for labelled data, "label"; `describe(i)` names example i."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    def describe(self, index: int) -> str: ...
+
+
+@dataclasses.dataclass
+class RecordExamples:
+    """One split of a `jaxcnn prepare` record directory."""
+
+    records: Any  # records.RecordSource
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        data, label, _ = self.records[index]
+        return {"image": data, "label": label}
+
+    def describe(self, index: int) -> str:
+        try:
+            name = f"{self.records[index][2]!r} "
+        except DatasetError:
+            name = ""
+        return f"image {name}({self.records.where(index)})"
+
+
+@dataclasses.dataclass
+class FileExamples:
+    """Image files with their labels (an ImageFolder listing), read when indexed."""
+
+    files: Sequence[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.files[index]
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise DatasetError(f"cannot read image file {path} ({err.strerror or err}).") from None
+        return {"image": data, "label": label}
+
+    def describe(self, index: int) -> str:
+        return f"image file {self.files[index][0]}"
+
+
+@dataclasses.dataclass
+class TfdsExamples:
+    """A tfds split read through `tfds.data_source` (array_record files, no TensorFlow) with
+    the images left encoded, so they are decoded (at reduced size) by our transform."""
+
+    name: str
+    split: str
+    data_dir: str
+    length: int = 0
+
+    def __post_init__(self) -> None:
+        self._ds: Any = None
+        self.length = self.length or len(self._open())
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_ds": None}
+
+    def _open(self) -> Any:
+        if self._ds is None:
+            import tensorflow_datasets as tfds
+
+            self._ds = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir,
+                                        decoders={"image": tfds.decode.SkipDecoding()})
+        return self._ds
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self._open()[int(index)]
+        out = {"image": example["image"]}
+        if "label" in example:
+            out["label"] = int(example["label"])
+        return out
+
+    def describe(self, index: int) -> str:
+        return f"tfds {self.name} {self.split} example {index} (in {self.data_dir})"
+
+
+@dataclasses.dataclass
+class ArrayExamples:
+    """An in-memory (or memory-mapped) `Source`: image and label arrays. Read in the main
+    process (workers=0): shipping the arrays to worker processes would copy them."""
+
+    arrays: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.arrays["image"])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {k: np.asarray(v[index]) for k, v in self.arrays.items()}
+
+    def describe(self, index: int) -> str:
+        return f"example {index}"
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    # The on-device path's order, so both paths give the same batches; cached per worker
+    # (a permutation of ImageNet's 1.28 M indices takes ~30 ms).
+    return epoch_permutation(seed, epoch, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How global batches are cut: global `batch_size`, this process's rows, the epoch."""
+
+    n: int  # examples in the split
+    batch_size: int  # global batch
+    process_index: int = 0
+    process_count: int = 1
+
+    @property
+    def per_process(self) -> int:
+        """Rows of each global batch that this process reads."""
+        return self.batch_size // self.process_count
+
+    @property
+    def offset(self) -> int:
+        """First row of this process in each global batch."""
+        return self.process_index * self.per_process
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full global batches per epoch (the last partial one is dropped)."""
+        return self.n // self.batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadExample:
+    """Read + transform example `index` of `epoch` (runs in the worker processes)."""
+
+    source: Any
+    transform: ImageTransform
+    seed: int
+
+    def __call__(self, index: int, epoch: int) -> dict[str, np.ndarray]:
+        example = self.source[index]
+        rng = (np.random.default_rng([self.seed, epoch, index, _AUG_TAG])
+               if self.transform.randomized else None)
+        try:
+            image = self.transform(example["image"], rng)
+        except Exception as err:
+            raise DatasetError(
+                f"cannot decode {self.source.describe(index)} ({type(err).__name__}: {err}). "
+                "Remove or replace the file; `jaxcnn prepare` reports and skips unreadable "
+                "files before training."
+            ) from None
+        out = {"image": image}
+        if "label" in example:
+            out["label"] = np.int32(example["label"])
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRows:
+    """This process's training examples in order, as a grain random-access source: position
+    j is row (offset + j % per) of global batch j // per, over all epochs."""
+
+    load: LoadExample
+    layout: Layout
+    num_steps: int
+
+    def __len__(self) -> int:
+        return self.num_steps * self.layout.per_process
+
+    def __getitem__(self, j: int) -> dict[str, np.ndarray]:
+        lay = self.layout
+        step, row = divmod(int(j), lay.per_process)
+        epoch, pos = divmod(step, lay.steps_per_epoch)
+        order = _epoch_order(self.load.seed, epoch, lay.n)
+        return self.load(int(order[pos * lay.batch_size + lay.offset + row]), epoch)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRows:
+    """This process's rows of the evaluation batches: the whole split in order, the last
+    global batch padded with copies of the last example that carry weight 0."""
+
+    load: LoadExample
+    layout: Layout
+
+    @property
+    def num_batches(self) -> int:
+        """Global batches per pass (the last one padded)."""
+        return -(-self.layout.n // self.layout.batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches * self.layout.per_process
+
+    def __getitem__(self, j: int) -> dict[str, np.ndarray]:
+        lay = self.layout
+        k, row = divmod(int(j), lay.per_process)
+        pos = k * lay.batch_size + lay.offset + row
+        out = self.load(min(pos, lay.n - 1), 0)
+        out["weight"] = np.float32(pos < lay.n)
+        return out
+
+
+def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    shapes = {e["image"].shape for e in examples}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"images of one batch have different sizes {sorted(shapes)[:4]}; set "
+            "config.data.image_size (and data.eval_resize) so every image is cropped or resized "
+            "to one size."
+        )
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def state_for_position(position: int, workers: int) -> dict:
+    """grain's iterator state of `source -> batch -> to_iter_dataset -> mp_prefetch(workers)`
+    after `position` batches: worker i serves batches i, i + W, ... round-robin. Lets a run
+    resume with another worker count than the one that saved it."""
+    if workers == 0:
+        return {"next_index": position}
+    return {
+        "next_index_in_cycle": position % workers,
+        "next_index_in_datasets": workers,
+        "iterators_in_use_indices": list(range(workers)),
+        "iterators_in_use_states": [{"next_index": (position - i + workers - 1) // workers}
+                                    for i in range(workers)],
+        "exhausted": [0] * workers,
+        "future_states": {},
+    }
+
+
+def position_of_state(state: dict) -> int:
+    """The number of batches an iterator with grain state `state` has produced."""
+    if "next_index" in state:
+        return int(state["next_index"])
+    return int(sum(s["next_index"] for s in state["iterators_in_use_states"]))
+
+
+def _ensure_absl_flags() -> None:
+    # grain reads absl flags in its worker set-up; outside an absl app they are unparsed.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class BatchStream:
+    """An iterator of this process's local batches (dicts of numpy arrays) over a grain
+    dataset of batches, starting at a checkpointable position."""
+
+    def __init__(self, rows: TrainRows | EvalRows, *, workers: int, buffer_size: int = 2,
+                 repeat: bool = False):
+        import grain
+
+        self.rows = rows
+        self.workers = workers
+        per = rows.layout.per_process
+        ds = grain.MapDataset.source(rows).batch(per, drop_remainder=True, batch_fn=_stack)
+        if repeat:
+            ds = ds.repeat()
+        self.num_batches = len(rows) // per
+        it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+        if workers:
+            _ensure_absl_flags()
+            it = it.mp_prefetch(grain.MultiprocessingOptions(
+                num_workers=workers, per_worker_buffer_size=buffer_size))
+        self.dataset = it
+        self._it: Any = None
+
+    @property
+    def iterator(self) -> Any:
+        """The grain DatasetIterator (created on first use)."""
+        if self._it is None:
+            self._it = iter(self.dataset)
+        return self._it
+
+    def get_state(self) -> dict:
+        """grain's iterator state (JSON-serializable)."""
+        return self.iterator.get_state()
+
+    def set_state(self, state: dict) -> None:
+        """Continue from a saved state; one saved with another worker count is translated."""
+        same = (len(state.get("iterators_in_use_states", ())) == self.workers if self.workers
+                else "next_index" in state)
+        if not same:
+            state = state_for_position(position_of_state(state), self.workers)
+        self.iterator.set_state(state)
+
+    def seek(self, position: int) -> None:
+        """Continue from batch `position`."""
+        if position:
+            self.set_state(state_for_position(position, self.workers))
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            raise
+        except DatasetError:
+            raise
+        except RuntimeError as err:
+            if "terminated unexpectedly" in str(err) or "Worker" in str(err):
+                raise DatasetError(
+                    f"an input worker process died ({err}). A negative exit code is the "
+                    "signal that killed it (-9: SIGKILL, often the out-of-memory killer): lower "
+                    "config.data.workers or the batch size."
+                ) from None
+            raise
+        # Out of grain's shared memory into plain arrays: the segment is freed at once and
+        # nothing is left for the interpreter's exit to clean up.
+        return {k: np.array(v) for k, v in batch.items()}
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
+
+
+def auto_workers(rows: TrainRows | EvalRows, max_workers: int) -> int:
+    """0 (a plain loop in this process) when a batch is cheap to make, else `max_workers`.
+    Worker processes pay a fixed start-up and a copy of every batch; they win once a batch
+    costs more than a few milliseconds (decoding photos), not for tiny images."""
+    per = rows.layout.per_process
+    take = min(per, 16)
+    t0 = time.perf_counter()
+    for j in range(take):
+        rows[j]
+    per_batch = (time.perf_counter() - t0) / take * per
+    return 0 if per_batch < 0.02 or max_workers <= 0 else max_workers
+
+
+__all__ = [
+    "ArrayExamples",
+    "BatchStream",
+    "EvalRows",
+    "ExampleSource",
+    "FileExamples",
+    "Layout",
+    "LoadExample",
+    "RecordExamples",
+    "TfdsExamples",
+    "TrainRows",
+    "auto_workers",
+    "position_of_state",
+    "state_for_position",
+]
