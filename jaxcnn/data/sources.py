@@ -327,13 +327,19 @@ def _decode_split(
         )
     keep = [(arr, label) for (arr, _), (_, label) in zip(decoded, files, strict=True)
             if arr is not None]
+    if not keep:
+        path, why = bad[0]
+        raise DatasetError(
+            f"no readable image in {split_dir}: all {len(files)} file(s) failed to decode, "
+            f"e.g. {path} ({why}). Fix or replace the files."
+        )
     shapes = {arr.shape for arr, _ in keep}
     if len(shapes) > 1:
         raise DatasetError(
             f"images in {split_dir} have different sizes {sorted(shapes)[:4]}; set "
             "config.data.image_size to resize them all to one size."
         )
-    images = np.stack([arr for arr, _ in keep]) if keep else np.zeros((0, size, size, channels))
+    images = np.stack([arr for arr, _ in keep])
     return images.astype(np.uint8), np.array([label for _, label in keep], np.int32)
 
 
@@ -348,11 +354,17 @@ def load_folder(
     test_split: str = "test",
     valid_fraction: float = 0.0,
     seed: int = 0,
+    max_examples: int = 0,
 ) -> Splits:
     """An ImageFolder tree `path/{train,test}/<class>/*.jpg`, decoded once with PIL into a
-    uint8 .npy cache (keyed by the file list, sizes and mtimes) so later runs start at once."""
+    uint8 .npy cache (keyed by the file list, sizes and mtimes) so later runs start at once.
+    `max_examples` keeps a fixed random subset of the train FILES, chosen before decoding."""
     root = Path(path).expanduser().resolve()
     listings = {s: _list_folder(root / s) for s in (train_split, test_split)}
+    if max_examples and len(listings[train_split][1]) > max_examples:
+        classes_, files_, ignored_ = listings[train_split]
+        keep = subset_indices(len(files_), max_examples, seed)
+        listings[train_split] = (classes_, [files_[i] for i in keep], ignored_)
     classes = listings[train_split][0]
     if listings[test_split][0] != classes:
         a, b = set(classes), set(listings[test_split][0])
@@ -436,10 +448,11 @@ def load_tfds(
         manual = manual_dir or os.path.join(data_dir, "downloads", "manual")
         if download:
             try:
+                # file_format is download_and_prepare's argument, not DownloadConfig's;
+                # array_record is what tfds.data_source reads without TensorFlow.
                 builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(
-                        manual_dir=manual, file_format="array_record"
-                    )
+                    download_config=tfds.download.DownloadConfig(manual_dir=manual),
+                    file_format="array_record",
                 )
             except Exception as err:
                 raise OfflineError(
@@ -476,7 +489,8 @@ def load_tfds(
             arrays["label"] = np.array([e["label"] for e in examples], np.int32)
         sources[split] = Source(arrays)
     names: tuple[str, ...] = ()
-    label = builder.info.features.get("label") if hasattr(builder.info.features, "get") else None
+    features = builder.info.features  # a FeaturesDict: `in` and [] but no .get
+    label = features["label"] if "label" in features.keys() else None
     if label is not None and hasattr(label, "names"):
         names = tuple(label.names)
     train, valid = _carve_valid(sources[train_split], sources[test_split], valid_fraction, seed)
@@ -561,7 +575,8 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
             data["path"], image_size=int(data.get("image_size", 0)),
             channels=int(data.get("channels", 3)), cache_dir=data.get("cache_dir", ""),
             strict=bool(data.get("strict", False)), train_split=data.get("train_split", "train"),
-            test_split=data.get("test_split", "test"), seed=seed, **common,
+            test_split=data.get("test_split", "test"), seed=seed,
+            max_examples=int(data.get("max_examples", 0)), **common,
         )
     elif source == "tfds":
         splits = load_tfds(
@@ -579,8 +594,11 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
         )
     limit = int(data.get("max_examples", 0))
     if limit and len(splits.train) > limit:
-        # A fixed random subset: folder sources are sorted by class, so a prefix would hold
-        # only the first classes.
-        keep = np.random.default_rng([seed, 0xC0DE]).permutation(len(splits.train))[:limit]
-        splits.train = splits.train.subset(np.sort(keep))
+        splits.train = splits.train.subset(subset_indices(len(splits.train), limit, seed))
     return splits
+
+
+def subset_indices(n: int, limit: int, seed: int) -> np.ndarray:
+    """The `data.max_examples` subset: `limit` of `n` indices, a fixed random choice (folder
+    sources are sorted by class, so a prefix would hold only the first classes), sorted."""
+    return np.sort(np.random.default_rng([seed, 0xC0DE]).permutation(n)[:limit])
