@@ -51,7 +51,6 @@ def data_dir(tmp_path_factory):
 
 def test_download_true_prepares_array_record_and_trains_through_the_config(data_dir, tmp_path):
     from configs import smoke
-
     from jaxcnn.train import fit
 
     splits = load_tfds(NAME, data_dir=str(data_dir), download=True)
