@@ -16,6 +16,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and l
 _LR_FIND = flags.DEFINE_bool("lr_find", False, "Run the learning-rate finder instead.")
 _EVAL_ONLY = flags.DEFINE_bool("eval_only", False, "Evaluate the best checkpoint and exit.")
 flags.mark_flags_as_required(["config", "workdir"])
+_FREE_FORM: list[tuple[str, str]] = []  # (key, raw value) of --config.model.kwargs.X=... flags
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +28,13 @@ def main(argv: list[str]) -> int:
     # each step-interval checkpoint saved without validation metrics (by design here)
     from jaxcnn.errors import JaxcnnError
     from jaxcnn.train import enable_compilation_cache, evaluate_checkpoint, fit, lr_find
+    from jaxcnn.train.config import apply_free_form_flags
 
     enable_compilation_cache()  # a rerun (resume after preemption) skips XLA compilation
 
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
+        apply_free_form_flags(config, _FREE_FORM)  # --config.model.kwargs.X=... (any X)
         if _LR_FIND.value:
             result = lr_find(config, workdir)
         elif _EVAL_ONLY.value:
@@ -48,7 +51,18 @@ def main(argv: list[str]) -> int:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with an unknown --config.KEY override reported in one line
-    (ml_collections raises a bare AttributeError with a traceback)."""
+    (ml_collections raises a bare AttributeError with a traceback). Free-form keys
+    (--config.model.kwargs.X=...) are taken out first and set in main()."""
+    from jaxcnn.errors import ConfigError
+    from jaxcnn.train.config import split_free_form_flags
+
+    try:
+        argv, pairs = split_free_form_flags(argv)
+    except ConfigError as err:
+        print(f"train.py: error: ConfigError: {err}", file=sys.stderr)
+        sys.exit(1)
+    _FREE_FORM.extend(pairs)
+    sys.argv[:] = argv  # ml_collections reads the overrides from sys.argv itself
     try:
         return app.parse_flags_with_usage(argv)
     except AttributeError as err:

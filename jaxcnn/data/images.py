@@ -89,7 +89,25 @@ def load_image(image: ImageLike) -> np.ndarray:
     return _array_to_rgb(np.asarray(image), describe(image))
 
 
+def to_8bit(img: Any) -> Any:
+    """A 16-bit grayscale PIL image (modes I;16, I;16B, ..., or I holding 0..65535, as 16-bit
+    PNG and TIFF files open) scaled to 8 bits ("L", v / 257 rounded): PIL's own convert
+    clips every value above 255 to white. Other images are returned unchanged."""
+    from PIL import Image
+
+    if not (img.mode.startswith("I;16") or img.mode == "I"):
+        return img
+    arr = np.asarray(img).astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise DatasetError(
+            f"a 32-bit integer image ({img.mode}) with values in [{arr.min()}, {arr.max()}]; "
+            "jaxcnn reads 8- and 16-bit images. Save it as 8- or 16-bit PNG/TIFF."
+        )
+    return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
 def _pil_to_rgb(img: Any) -> np.ndarray:
+    img = to_8bit(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         return _composite_on_white(np.asarray(img.convert("RGBA")))
     return np.asarray(img.convert("RGB"), np.uint8)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data.images import to_8bit
 from jaxcnn.errors import DatasetError, OfflineError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -289,7 +290,7 @@ def _decode(path: Path, mode: str, size: int) -> tuple[np.ndarray | None, str]:
         with Image.open(path) as img:
             img.load()
             note = "" if img.mode == mode else f"{img.mode}->{mode}"
-            img = img.convert(mode)
+            img = to_8bit(img).convert(mode)  # 16-bit: scaled, not clipped to white
             if size and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             arr = np.asarray(img, np.uint8)
@@ -366,6 +367,13 @@ def load_folder(
         keep = subset_indices(len(files_), max_examples, seed)
         listings[train_split] = (classes_, [files_[i] for i in keep], ignored_)
     classes = listings[train_split][0]
+    if len(classes) == 1:
+        warnings.warn(
+            f"{root / train_split} has a single class folder ({classes[0]!r}): every label is 0, "
+            "so training reaches accuracy 1.0 without learning anything. Add one folder per "
+            "class.",
+            stacklevel=2,
+        )
     if listings[test_split][0] != classes:
         a, b = set(classes), set(listings[test_split][0])
         raise DatasetError(
@@ -383,7 +391,8 @@ def load_folder(
                 stacklevel=2,
             )
         digest = hashlib.sha1()
-        digest.update(f"{root}|{split}|{image_size}|{channels}|{strict}".encode())
+        # "16bit-scaled": caches decoded before 16-bit images were scaled are not reused.
+        digest.update(f"{root}|{split}|{image_size}|{channels}|{strict}|16bit-scaled".encode())
         for f, label in files:
             st = f.stat()
             digest.update(f"{f.name}|{label}|{st.st_size}|{st.st_mtime_ns}".encode())

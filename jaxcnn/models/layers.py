@@ -50,6 +50,11 @@ def check_input(
         raise InputError(
             f"{model} expects a rank-4 NHWC float array {expected}; got shape {shape}.{hint}"
         )
+    if shape[0] == 0:
+        raise InputError(
+            f"{model} got an empty batch {shape}: pass at least one image (a batch of 0 has no "
+            "BatchNorm statistics and no flattened size)."
+        )
     dtype = jnp.dtype(x.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise InputError(
@@ -124,6 +129,21 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 def flatten(x: jax.Array) -> jax.Array:
     """Flatten all but the batch axis (NHWC order: converters permute torch's CHW weights)."""
     return x.reshape((x.shape[0], -1))
+
+
+def check_dense_inputs(module: nn.Module, dense: str, flat: jax.Array, image: tuple) -> None:
+    """InputError when the Dense layer `dense` of `module` (one with no adaptive pooling
+    before it, e.g. LeNet's fc1) already has weights for another number of inputs: the
+    variables were initialized at another image size than `image` (the input's shape)."""
+    if module.has_variable("params", dense):
+        n_in = module.variables["params"][dense]["kernel"].shape[0]
+        if n_in != flat.shape[-1]:
+            raise InputError(
+                f"{type(module).__name__}'s variables were initialized at another input size: "
+                f"its {dense} layer takes {n_in} features but input {tuple(image)} gives "
+                f"{flat.shape[-1]}. Resize the images to the size used at init (the model's "
+                "canonical size), or initialize the model at this size."
+            )
 
 
 class LocalResponseNorm(nn.Module):

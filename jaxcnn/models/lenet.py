@@ -7,7 +7,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import Classifier, Dtype, check_input, classifier_head, flatten
+from jaxcnn.models.layers import (
+    Classifier,
+    Dtype,
+    check_dense_inputs,
+    check_input,
+    classifier_head,
+    flatten,
+)
 from jaxcnn.models.registry import register_model
 
 
@@ -22,6 +29,7 @@ class LeNet5(Classifier):
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="lenet5", channels=self.in_channels, min_size=32)
+        image = x.shape
         conv = lambda n, name: nn.Conv(
             n, (5, 5), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype, name=name
         )
@@ -31,7 +39,9 @@ class LeNet5(Classifier):
         x = nn.tanh(conv(16, "conv2")(x))
         x = out["stage2"] = nn.avg_pool(x, (2, 2), (2, 2))
         x = out["stage3"] = nn.tanh(conv(120, "conv3")(x))
-        x = nn.Dense(84, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1")(flatten(x))
+        x = flatten(x)
+        check_dense_inputs(self, "fc1", x, image)  # no adaptive pooling: the size is fixed
+        x = nn.Dense(84, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1")(x)
         x = out["pre_logits"] = nn.tanh(x)
         out["logits"] = classifier_head(
             x, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2"

@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcnn.errors import ConfigError, UnknownModelError
 
@@ -82,12 +85,24 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> nn.Module:
-    """Build the registered model `name`; `num_classes` and `overrides` set module fields."""
+    """Build the registered model `name`; `num_classes` and `overrides` set module fields.
+    Unknown options, options the architecture fixes (resnet18's stage_sizes, vgg11's cfg)
+    and values of the wrong type or range raise ConfigError naming the option."""
     spec = get_model_spec(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
+    fixed = _fixed_options(name)
+    clash = sorted(set(overrides) & set(fixed))
+    if clash:
+        shown = ", ".join(f"{k}={fixed[k]!r}" for k in clash)
+        raise ConfigError(
+            f"create_model({name!r}): {shown} {'is' if len(clash) == 1 else 'are'} fixed by "
+            f"the architecture {name} and cannot be overridden. Choose another registered "
+            f"model (jaxcnn.list_models()) or build {type(spec.builder()).__name__} directly "
+            "with your own values."
+        )
     try:
-        return spec.builder(**overrides)
+        module = spec.builder(**overrides)
     except TypeError:
         model_fields = model_options(name)
         unknown = sorted(set(overrides) - set(model_fields))
@@ -97,14 +112,68 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
             f"create_model({name!r}) got unknown option(s) {unknown}; "
             f"valid options are {sorted(model_fields)}."
         ) from None
+    for key in overrides:
+        _check_option(name, module, key)
+    return module
 
 
 def model_options(name: str) -> list[str]:
     """The fields of model `name` that `create_model` accepts as overrides."""
     module = get_model_spec(name).builder()
-    return [f.name for f in dataclasses.fields(module) if f.name not in ("parent", "name")]
+    fixed = _fixed_options(name)
+    return [f.name for f in dataclasses.fields(module)
+            if f.name not in ("parent", "name") and f.name not in fixed]
 
 
+@functools.cache
+def _fixed_options(name: str) -> dict[str, Any]:
+    """{field: value} of the fields the builder of `name` sets itself (passing them again
+    would be "got multiple values")."""
+    builder = get_model_spec(name).builder
+    default = builder()
+    fixed = {}
+    for f in dataclasses.fields(default):
+        if f.name in ("parent", "name"):
+            continue
+        try:
+            builder(**{f.name: getattr(default, f.name)})
+        except TypeError:
+            fixed[f.name] = getattr(default, f.name)
+    return fixed
+
+
+def _check_option(name: str, module: nn.Module, key: str) -> None:
+    """ConfigError unless field `key` of `module` has a value of its declared type (int,
+    float, bool, str, int | None) in range: counts and sizes positive (num_classes and
+    options defaulting to 0 may be 0), dropout rates in [0, 1), multipliers positive."""
+    field = {f.name: f for f in dataclasses.fields(module)}.get(key)
+    if field is None:
+        return
+    value, kind = getattr(module, key), str(field.type).replace(" ", "")
+    if kind == "int|None" and value is None:
+        return
+
+    def fail(expected: str) -> None:
+        raise ConfigError(f"create_model({name!r}): option {key} must be {expected}; got "
+                          f"{type(value).__name__} {value!r}.")
+
+    is_bool = isinstance(value, bool | np.bool_)
+    if kind in ("int", "int|None"):
+        lowest = 0 if key == "num_classes" or field.default == 0 else 1
+        if is_bool or not isinstance(value, int | np.integer) or value < lowest:
+            fail(f"an int >= {lowest}" + (" (0: no classifier head, pooled features)"
+                                          if key == "num_classes" else ""))
+    elif kind == "float":
+        if is_bool or not isinstance(value, int | float | np.number) or not math.isfinite(value):
+            fail("a finite number")
+        if key.startswith("dropout") and not 0 <= value < 1:
+            fail("a dropout rate in [0, 1)")
+        if key.endswith("_mult") and not value > 0:
+            fail("a positive multiplier")
+    elif kind == "bool" and not is_bool:
+        fail("True or False")
+    elif kind == "str" and not isinstance(value, str):
+        fail("a string")
 def count_params(variables: Any) -> int:
     """Number of trainable parameters: the `params` collection only (not BN statistics)."""
     if isinstance(variables, dict) or hasattr(variables, "keys"):

@@ -108,6 +108,46 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def split_free_form_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """`argv` without its `--config.<free-form group>.KEY=VALUE` flags (also `... KEY VALUE`),
+    and those flags as (dotted key, raw value). ml_collections only overrides keys the config
+    file defines, but FREE_FORM groups (model.kwargs, ...) take any key."""
+    rest, pairs = [], []
+    args = iter(argv)
+    for arg in args:
+        name, eq, raw = arg.partition("=")
+        key = name.removeprefix("--config.")
+        group = key.rpartition(".")[0]
+        if not name.startswith("--config.") or group not in FREE_FORM:
+            rest.append(arg)
+            continue
+        if not eq:
+            raw = next(args, None)
+            if raw is None:
+                raise ConfigError(f"{name} needs a value: {name}=VALUE.")
+        pairs.append((key, raw))
+    return rest, pairs
+
+
+def apply_free_form_flags(config: ml_collections.ConfigDict,
+                          pairs: list[tuple[str, str]]) -> None:
+    """Set each (dotted key, raw value) on `config`, the value parsed as a Python literal
+    (16, 0.1, True, (2, 2)), "true"/"false"/"none" in any case, else kept as a string."""
+    import ast
+
+    for key, raw in pairs:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = {"true": True, "false": False, "none": None}.get(raw.strip().lower(), raw)
+        *groups, leaf = key.split(".")
+        with config.unlocked():
+            node = config
+            for g in groups:
+                node = node[g]
+            node[leaf] = value
+
+
 def _types_match(default: Any, value: Any) -> bool:
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(default, bool) and isinstance(value, bool)
@@ -141,6 +181,60 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "") -> None
         raise ConfigError(f"checkpoint.keep must be >= 1; got {config.checkpoint.keep}.")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1); got {config.label_smoothing}.")
+    _check_ranges(config)
+
+
+# key -> (lowest allowed, highest allowed or None, what the value means); checked at start-up
+# so that a bad value fails in one line before data loading and compilation.
+_RANGES: dict[str, tuple[float, float | None, str]] = {
+    "seed": (0, 2**31 - 2, "the random seed"),
+    "log_every": (1, None, "steps between progress updates and NaN checks"),
+    "data.image_size": (0, None, "pixels (0 = native size)"),
+    "data.crop_padding": (0, None, "pixels of zero padding for random crops"),
+    "data.cutout": (0, None, "the side of the cutout square in pixels (0 = off)"),
+    "data.max_examples": (0, None, "training examples (0 = all)"),
+    "data.eval_batch_size": (0, None, "examples per eval batch (0 = data.batch_size)"),
+    "optimizer.lr": (0.0, None, "the peak learning rate"),
+    "optimizer.weight_decay": (0.0, None, "the decay coefficient"),
+    "optimizer.clip_norm": (0.0, None, "the global gradient norm limit (0 = off)"),
+    "optimizer.clip_value": (0.0, None, "the per-entry gradient limit (0 = off)"),
+    "checkpoint.every_steps": (0, None, "steps between checkpoints (0 = epoch ends only)"),
+    "lr_find.steps": (2, None, "learning-rate finder steps (a curve needs two points)"),
+    "lr_find.start_lr": (1e-30, None, "the finder's first learning rate"),
+}
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the key, its value and the allowed range, for every key of
+    `_RANGES`, data.channels and the cutout against a fixed image size."""
+    import math
+
+    for key, (lo, hi, meaning) in _RANGES.items():
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if not (math.isfinite(value) and value >= lo and (hi is None or value <= hi)):
+            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{key} must be {allowed} ({meaning}); got {value!r}.")
+    if config.lr_find.end_lr <= config.lr_find.start_lr:
+        raise ConfigError(f"lr_find.end_lr ({config.lr_find.end_lr}) must be larger than "
+                          f"lr_find.start_lr ({config.lr_find.start_lr}).")
+    if config.data.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 (grayscale) or 3 (RGB); got "
+                          f"{config.data.channels!r}.")
+    if config.data.image_size:
+        check_image_size(config, (config.data.image_size, config.data.image_size))
+
+
+def check_image_size(config: ml_collections.ConfigDict, size: tuple[int, int]) -> None:
+    """ConfigError if the augmentation does not fit images of `size` (H, W): a cutout
+    larger than the image blanks it whole. Called again once the native size is known."""
+    if config.data.cutout > min(size):
+        raise ConfigError(
+            f"data.cutout={config.data.cutout} is larger than the {size[0]}x{size[1]} images: "
+            f"every training image would be blanked. Use at most {min(size)} (CIFAR recipes "
+            "use 8-16 for 32x32)."
+        )
 
 
 def _validate(config: Any, defaults: Any, path: str) -> None:

@@ -37,7 +37,7 @@ from jaxcnn.errors import CheckpointError, ConfigError, TrainingError
 from jaxcnn.models import create_model, get_model_spec, model_options
 from jaxcnn.train import monitor
 from jaxcnn.train.checkpoint import Checkpointer, save_config
-from jaxcnn.train.config import validate_config
+from jaxcnn.train.config import check_image_size, validate_config
 from jaxcnn.train.init import load_init_variables, merge_variables
 from jaxcnn.train.optim import current_lr, make_optimizer
 from jaxcnn.train.state import TrainState, create_state
@@ -94,6 +94,7 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
             "training examples; lower it."
         )
     channels = splits.train.image_shape[-1]
+    check_image_size(config, splits.train.image_shape[:2])
     if len(config.data.mean) not in (1, channels):
         raise ConfigError(
             f"data.mean has {len(config.data.mean)} values but the images have {channels} "
