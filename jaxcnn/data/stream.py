@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import random
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +33,14 @@ from jaxcnn.data.pipeline import epoch_permutation
 from jaxcnn.data.transforms import ImageTransform
 from jaxcnn.errors import DatasetError
 
-_AUG_TAG = 0xA06  # separates augmentation draws from other uses of (seed, epoch)
+_M64 = (1 << 64) - 1
+
+
+def _key(seed: int, epoch: int, index: int) -> int:
+    """One integer that seeds example `index`'s augmentation in `epoch`: distinct for every
+    (seed, epoch, index), the same in any process or worker (Mersenne Twister's seeding by
+    an int is a fixed function of its 32-bit words)."""
+    return ((seed & _M64) << 128) | ((epoch & _M64) << 64) | (index & _M64)
 
 
 class ExampleSource(Protocol):
@@ -80,7 +87,8 @@ class FileExamples:
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.files[index]
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as err:
             raise DatasetError(f"cannot read image file {path} ({err.strerror or err}).") from None
         return {"image": data, "label": label}
@@ -187,8 +195,7 @@ class LoadExample:
 
     def __call__(self, index: int, epoch: int) -> dict[str, np.ndarray]:
         example = self.source[index]
-        rng = (np.random.default_rng([self.seed, epoch, index, _AUG_TAG])
-               if self.transform.randomized else None)
+        rng = random.Random(_key(self.seed, epoch, index)) if self.transform.randomized else None
         try:
             image = self.transform(example["image"], rng)
         except Exception as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
 
 
 def random_resized_crop_params(
-    rng: np.random.Generator, height: int, width: int,
+    rng: random.Random, height: int, width: int,
     scale: tuple[float, float] = IMAGENET_SCALE, ratio: tuple[float, float] = IMAGENET_RATIO,
 ) -> tuple[int, int, int, int]:
     """(top, left, height, width) of a RandomResizedCrop (Szegedy et al. 2015, "Going deeper
@@ -68,9 +69,7 @@ def random_resized_crop_params(
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            return top, left, h, w
+            return rng.randrange(height - h + 1), rng.randrange(width - w + 1), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, int(round(width / min(ratio)))
@@ -161,22 +160,33 @@ def resize_center_crop(img: Image.Image, resize: int, crop: int, *, channels: in
     return _to_array(img.resize((crop, crop), Image.BILINEAR, box=box))
 
 
-def pad_random_crop(rng: np.random.Generator, array: np.ndarray, padding: int) -> np.ndarray:
+def pad_random_crop(rng: random.Random, array: np.ndarray, padding: int) -> np.ndarray:
     """torchvision's `RandomCrop(size, padding)`: zero-pad by `padding` on every side and
-    crop the original size at a uniform random offset."""
+    crop the original size at a uniform random offset (top, then left, in [0, 2 * padding])."""
     if not padding:
         return array
+    top, left = rng.randrange(2 * padding + 1), rng.randrange(2 * padding + 1)
+    return shifted(array, top - padding, left - padding)
+
+
+def shifted(array: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The window of `array`'s size at offset (dy, dx), zeros outside: a crop of the
+    zero-padded image without building the padded copy."""
     h, w = array.shape[:2]
-    top, left = (int(v) for v in rng.integers(0, 2 * padding + 1, size=2))
-    padded = np.pad(array, [(padding, padding), (padding, padding)] + [(0, 0)] * (array.ndim - 2))
-    return padded[top:top + h, left:left + w]
+    out = np.zeros_like(array)
+    y0, y1, x0, x1 = max(dy, 0), min(dy + h, h), max(dx, 0), min(dx + w, w)
+    if y0 < y1 and x0 < x1:
+        out[y0 - dy:y1 - dy, x0 - dx:x1 - dx] = array[y0:y1, x0:x1]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageTransform:
     """One example's host transform: decode, then (train) RandomResizedCrop or pad-and-crop
-    and a horizontal flip, or (eval) Resize + CenterCrop; uint8 [size, size, channels] out.
-    Picklable, so grain ships it to its worker processes.
+    and a horizontal flip, or (eval) Resize + CenterCrop; uint8 [size, size, channels] out
+    (possibly a strided view: batching copies it anyway). Random draws come from a
+    `random.Random` (cheap to seed per example: the pipeline seeds one per (seed, epoch,
+    example)). Picklable, so grain ships it to its worker processes.
 
     size: output side (0: keep the decoded size); resize: the shorter side before the centre
     crop (eval, and train without RandomResizedCrop; 0: `size`)."""
@@ -212,7 +222,7 @@ class ImageTransform:
         """Whether the transform draws random numbers (a train transform that augments)."""
         return self.train and (self.random_resized_crop or self.crop_padding > 0 or self.flip)
 
-    def __call__(self, image: Any, rng: np.random.Generator | None = None) -> np.ndarray:
+    def __call__(self, image: Any, rng: random.Random | None = None) -> np.ndarray:
         """uint8 [H, W, C] from encoded bytes, a path, an array or a PIL image."""
         img = open_image(image)
         if self.train and self.random_resized_crop:
@@ -232,6 +242,6 @@ class ImageTransform:
             out = pad_random_crop(rng, out, self.crop_padding)
         if self.train and self.flip:
             assert rng is not None
-            if rng.random() < 0.5:
+            if rng.random() < 0.5:  # torchvision: flip when rand < p
                 out = out[:, ::-1]
-        return np.ascontiguousarray(out)
+        return out
