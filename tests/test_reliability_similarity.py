@@ -266,3 +266,34 @@ def test_garbled_meta_json_is_named_and_index_rebuilds_everything(garbage, tmp_p
         assert _index(folder, out) == 0
     assert "3 images (3 embedded now, 0 already indexed" in capsys.readouterr().out
     assert json.loads((out / "meta.json").read_text())["dim"] == 108
+
+
+def test_a_deleted_part_is_named_and_an_uncommitted_one_is_never_read(tmp_path):
+    folder = _photos(tmp_path / "photos", 5)
+    out = tmp_path / "idx"
+    build_index(folder, out, _pixels(), chunk_size=2, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["parts"] == {"part-00000.npz": 2, "part-00001.npz": 2, "part-00002.npz": 1}
+    (out / "part-00001.npz").unlink()
+    with pytest.raises(DatasetError, match="part-00001.npz is damaged: meta.json lists it but "
+                                           "the file is missing"):
+        load_index(out)
+    with pytest.warns(UserWarning, match="part-00001.npz is damaged"):
+        report = build_index(folder, out, _pixels(), chunk_size=2, progress=False)
+    assert (report.added, report.total) == (2, 5)
+    # A part renamed into place whose meta.json commit never happened (writer killed).
+    np.savez(out / "part-00009.npz", paths=np.array(["img0.png"]),
+             embeddings=np.zeros((1, 108), np.float32))
+    assert sorted(load_index(out).paths) == [f"img{i}.png" for i in range(5)]
+    build_index(folder, out, _pixels(), chunk_size=2, progress=False)
+    assert not (out / "part-00009.npz").exists()
+
+
+def test_a_changed_byte_in_meta_json_that_stays_valid_json_is_caught(tmp_path):
+    folder = _photos(tmp_path / "photos", 2)
+    out = tmp_path / "idx"
+    build_index(folder, out, _pixels(), chunk_size=2, progress=False)
+    text = (out / "meta.json").read_text()
+    (out / "meta.json").write_text(text.replace('"dim": 108', '"dim": 107'))
+    with pytest.raises(DatasetError, match="does not match the sha256 written with it"):
+        load_index(out)

@@ -4,6 +4,8 @@ of the wrong shape, and state_dicts with int/bool/complex/object/NaN arrays or i
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -98,3 +100,16 @@ def test_state_dict_with_bad_arrays_lists_every_one_and_non_string_keys_are_name
     with pytest.raises(CheckpointError, match="w holds 1 NaN"):
         to_numpy(np.array([np.inf, 1.0]), "w")
     assert to_numpy(np.ones(2, np.float64)).dtype == np.float32
+
+
+def test_a_flipped_bit_in_a_converted_weights_file_is_caught_by_its_sha256(lenet_dir, tmp_path):
+    copy = tmp_path / "w"
+    copy.mkdir()
+    for name in ("variables.msgpack", "meta.json"):
+        (copy / name).write_bytes((lenet_dir / name).read_bytes())
+    assert len(json.loads((copy / "meta.json").read_text())["sha256"]) == 64
+    blob = bytearray((copy / "variables.msgpack").read_bytes())
+    blob[len(blob) // 2] ^= 0x10  # inside an array: still valid msgpack, other weights
+    (copy / "variables.msgpack").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="does not match the sha256 recorded in"):
+        load("lenet5", path=copy)

@@ -132,14 +132,17 @@ def _read_torch(path: Path) -> dict[str, Any]:
 
 def save_variables(variables: Mapping, directory: str | os.PathLike,
                    meta: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write `variables` to DIR/variables.msgpack (flax msgpack) and `meta` to DIR/meta.json."""
+    """Write `variables` to DIR/variables.msgpack (flax msgpack) and `meta` to DIR/meta.json,
+    with the sha256 of the msgpack file (checked by `restore_variables`)."""
     from flax import serialization
 
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     tree = {k: _numpy_tree(v) for k, v in variables.items()}
-    (directory / VARIABLES_FILE).write_bytes(serialization.msgpack_serialize(tree))
-    (directory / META_FILE).write_text(json.dumps(dict(meta or {}), indent=1) + "\n")
+    blob = serialization.msgpack_serialize(tree)
+    (directory / VARIABLES_FILE).write_bytes(blob)
+    meta = {**dict(meta or {}), "sha256": hashlib.sha256(blob).hexdigest()}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return directory
 
 
@@ -159,8 +162,15 @@ def restore_variables(path: str | os.PathLike) -> dict:
     file = path / VARIABLES_FILE if path.is_dir() else path
     if not file.is_file():
         raise CheckpointError(f"No {VARIABLES_FILE} at {path}; write one with `jaxcnn convert`.")
+    blob = file.read_bytes()
+    expected = _recorded_sha256(file)
+    if expected and hashlib.sha256(blob).hexdigest() != expected:
+        raise CheckpointError(
+            f"{file} does not match the sha256 recorded in {file.parent / META_FILE}: it was "
+            "damaged (or replaced) after `jaxcnn convert` wrote it. Convert the weights again."
+        )
     try:
-        tree = serialization.msgpack_restore(file.read_bytes())
+        tree = serialization.msgpack_restore(blob)
     except Exception as err:  # msgpack raises several unrelated types on corrupt input
         raise CheckpointError(f"Cannot read {file}: {type(err).__name__}: {err}") from err
     if not isinstance(tree, Mapping) or not isinstance(tree.get("params"), Mapping):
@@ -171,6 +181,20 @@ def restore_variables(path: str | os.PathLike) -> dict:
             "`jaxcnn convert` and save_variables write."
         )
     return {c: _checked_tree(tree.get(c) or {}, f"{file}: {c}") for c in ("params", "batch_stats")}
+
+
+def _recorded_sha256(file: Path) -> str | None:
+    """The sha256 that save_variables wrote beside `file` (None: no meta.json, or an older
+    one without it)."""
+    meta_file = file.parent / META_FILE
+    if file.name != VARIABLES_FILE or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{meta_file} is damaged ({err}); convert the weights again.") \
+            from None
+    return meta.get("sha256") if isinstance(meta, dict) else None
 
 
 def _checked_tree(tree: Any, where: str) -> dict:

@@ -1,14 +1,18 @@
 """A folder of images embedded once, searched many times.
 
 An index is a directory: `meta.json` (what made the embeddings: model, weights, layer, dim,
-preprocessing, image root) and `part-NNNNN.npz` files (relative paths + float32 embeddings),
-each written atomically after a chunk of images, so an interrupted `build_index` resumes where
-it stopped and re-running it embeds only new files. Unreadable files are skipped and listed in
-`skipped.txt`."""
+preprocessing, image root; the committed parts with their image counts; a sha256 of its own
+fields) and `part-NNNNN.npz` files (relative paths + float32 embeddings). Each part is
+written under a hidden temporary name, renamed, then committed by rewriting meta.json, so an
+interrupted `build_index` resumes where it stopped and re-running it embeds only new files.
+Any damaged file (garbled meta.json, a missing, truncated or altered part) is a DatasetError
+naming it, and `build_index` re-embeds what it held. Unreadable images are skipped and
+listed in `skipped.txt`."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -59,7 +63,7 @@ class BuildReport:
 
 
 _META_KEYS = {"root": str, "model": str, "weights": str, "layer": str, "dim": int,
-              "preprocessing": dict}
+              "preprocessing": dict}  # and "parts": {file: image count}, "sha256"
 _PART = re.compile(r"part-(\d{5})\.npz")  # temporary files (".part-...tmp") never match
 
 
@@ -92,7 +96,21 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
            or isinstance(meta.get(k), bool)]
     if bad:
         raise IndexDamage(path, f"the keys {bad} are missing or of the wrong type")
+    parts = meta.get("parts", {})
+    if not isinstance(parts, dict) or not all(
+            isinstance(k, str) and _PART.fullmatch(k) and isinstance(v, int) and v > 0
+            for k, v in parts.items()):
+        raise IndexDamage(path, f"its list of parts is malformed ({str(parts)[:80]})")
+    if "sha256" in meta and meta["sha256"] != _meta_digest(meta):
+        # A changed byte can leave valid JSON with another root or dim: never trust it.
+        raise IndexDamage(path, "its content does not match the sha256 written with it")
     return meta
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of meta.json's fields (all but "sha256"), in canonical JSON."""
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def check_compatible(index_meta: dict[str, Any], embedder: dict[str, Any], where: str) -> None:
@@ -114,14 +132,26 @@ def _norm(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples vs lists compare equal
 
 
-def _parts(index_dir: Path) -> list[Path]:
-    """The committed part files, in order."""
+def _part_files(index_dir: Path) -> list[Path]:
+    """Every committed-looking part file on disk, in order."""
     return sorted(p for p in index_dir.glob("part-*.npz") if _PART.fullmatch(p.name))
 
 
-def _read_part(part: Path, dim: int) -> tuple[list[str], np.ndarray]:
-    """(paths, float32 embeddings [n, dim]) of one part; IndexDamage if it is unreadable,
-    truncated or inconsistent."""
+def _parts(index_dir: Path, meta: dict[str, Any]) -> list[tuple[Path, int | None]]:
+    """(file, image count) of the parts meta.json lists (indexes written before the list:
+    every part file on disk, counts unknown). A part file meta.json does not list was never
+    committed (its writer died before updating meta.json) and is not read."""
+    if "parts" not in meta:
+        return [(p, None) for p in _part_files(index_dir)]
+    return [(index_dir / name, n) for name, n in sorted(meta["parts"].items())]
+
+
+def _read_part(part: Path, dim: int, count: int | None = None
+               ) -> tuple[list[str], np.ndarray]:
+    """(paths, float32 embeddings [n, dim]) of one part; IndexDamage if it is missing,
+    unreadable, truncated (zip CRCs cover its bytes) or inconsistent with meta.json."""
+    if not part.is_file():
+        raise IndexDamage(part, "meta.json lists it but the file is missing")
     try:
         with np.load(part, allow_pickle=False) as z:
             paths = [str(p) for p in z["paths"]]
@@ -131,6 +161,8 @@ def _read_part(part: Path, dim: int) -> tuple[list[str], np.ndarray]:
     if emb.ndim != 2 or emb.shape != (len(paths), dim):
         raise IndexDamage(part, f"it holds {len(paths)} paths and embeddings of shape "
                                 f"{emb.shape}, expected [{len(paths)}, {dim}]")
+    if count is not None and len(paths) != count:
+        raise IndexDamage(part, f"it holds {len(paths)} images, meta.json lists {count}")
     if not np.isfinite(emb).all():
         raise IndexDamage(part, "its embeddings hold NaN or inf")
     return paths, emb
@@ -147,8 +179,8 @@ def load_index(index_dir: str | os.PathLike) -> Index:
         )
     paths: list[str] = []
     chunks = []
-    for part in _parts(index_dir):
-        names, emb = _read_part(part, int(meta["dim"]))
+    for part, count in _parts(index_dir, meta):
+        names, emb = _read_part(part, int(meta["dim"]), count)
         paths.extend(names)
         chunks.append(emb)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, int(meta["dim"])), np.float32)
@@ -156,16 +188,32 @@ def load_index(index_dir: str | os.PathLike) -> Index:
 
 
 def _salvage(out: Path, meta: dict[str, Any]) -> set[str]:
-    """The images already embedded in the index `out`; damaged parts are removed (with a
-    warning naming each) so that their images are embedded again."""
+    """The images already embedded in the index `out`. Damaged parts are dropped from
+    meta.json and deleted (with a warning naming each) so that their images are embedded
+    again; part files meta.json does not list (never committed) are deleted."""
     done: set[str] = set()
-    for part in _parts(out):
+    good: dict[str, int] = {}
+    for part, count in _parts(out, meta):
         try:
-            done.update(_read_part(part, int(meta["dim"]))[0])
+            names = _read_part(part, int(meta["dim"]), count)[0]
         except IndexDamage as err:
             warnings.warn(f"{err} Removing it and re-embedding its images.", stacklevel=3)
-            part.unlink()
+            part.unlink(missing_ok=True)
+            continue
+        done.update(names)
+        good[part.name] = len(names)
+    for stray in set(_part_files(out)) - {out / name for name in good}:
+        stray.unlink()
+    if meta.get("parts", good) != good:
+        _write_meta(out, {**meta, "parts": good})
+    meta["parts"] = good
     return done
+
+
+def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+    meta = {k: v for k, v in meta.items() if k != "sha256"}
+    _atomic_write(out / "meta.json", json.dumps({**meta, "sha256": _meta_digest(meta)},
+                                                indent=2).encode())
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -213,7 +261,7 @@ def build_index(
     except IndexDamage as err:
         # Which model made the parts is unknown now: none of them can be trusted.
         warnings.warn(f"{err} Rebuilding the whole index.", stacklevel=2)
-        for part in _parts(out):
+        for part in _part_files(out):
             part.unlink()
         meta = None
     if meta is not None:
@@ -225,12 +273,15 @@ def build_index(
         done = _salvage(out, meta)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "version": VERSION, "root": str(root), **description}
-        _atomic_write(out / "meta.json", json.dumps(meta, indent=2).encode())
+        for stale in _part_files(out):  # left by an index whose meta.json is gone
+            stale.unlink()
+        meta = {"format": FORMAT, "version": VERSION, "root": str(root), **description,
+                "parts": {}}
+        _write_meta(out, meta)
         done = set()
     todo = [f for f in files if f.relative_to(root).as_posix() not in done]
-    parts = _parts(out)
-    next_part = int(_PART.fullmatch(parts[-1].name).group(1)) + 1 if parts else 0
+    numbers = [int(_PART.fullmatch(name).group(1)) for name in meta["parts"]]
+    next_part = max(numbers) + 1 if numbers else 0
     skipped: list[tuple[str, str]] = []
     added = 0
     bar = tqdm(total=len(todo), desc=f"embedding {root.name}", unit="img", disable=not progress,
@@ -245,7 +296,10 @@ def build_index(
                 skipped.append((str(f), str(err)))
         if images:
             emb = np.asarray(embedder(images), np.float32)
-            _atomic_savez(out / f"part-{next_part:05d}.npz", paths=np.array(names), embeddings=emb)
+            name = f"part-{next_part:05d}.npz"
+            _atomic_savez(out / name, paths=np.array(names), embeddings=emb)
+            meta["parts"][name] = len(names)
+            _write_meta(out, meta)  # the commit: a part meta.json does not list is not read
             next_part += 1
             added += len(names)
         bar.update(len(todo[start:start + chunk_size]))

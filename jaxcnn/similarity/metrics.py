@@ -152,24 +152,31 @@ def mse(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def unit(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`(v / ||v||, is_zero)` for one flat vector, computed on v scaled by max|v| so that
-    tiny or huge values neither underflow nor overflow; a zero vector maps to zeros."""
-    scale = jnp.max(jnp.abs(v))
-    v = v / jnp.where(scale > 0, scale, 1).astype(v.dtype)
+    """`(v / ||v||, is_zero)` for one flat vector, computed on v divided by a power of two
+    near max|v| (`pow2_scale`) so that tiny or huge values neither underflow nor overflow; a
+    zero vector maps to zeros."""
+    v, big = _scaled(v)
     sq = jnp.sum(jnp.square(v))
-    is_zero = sq <= v.shape[-1] * jnp.square(_DEGENERATE_ULPS * jnp.finfo(v.dtype).eps)
+    is_zero = sq <= v.shape[-1] * jnp.square(_DEGENERATE_ULPS * jnp.finfo(v.dtype).eps * big)
     return jnp.where(is_zero, 0, v / jnp.sqrt(jnp.where(is_zero, 1, sq))), is_zero
 
 
 def centered_unit(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`unit(v - mean(v))`, with constant vectors flagged as degenerate (relative to max|v|,
     not to the centred values, so a constant with rounding noise is still constant)."""
-    scale = jnp.max(jnp.abs(v))
-    v = v / jnp.where(scale > 0, scale, 1).astype(v.dtype)
+    v, big = _scaled(v)
     c = v - jnp.mean(v)
     sq = jnp.sum(jnp.square(c))
-    is_const = sq <= v.shape[-1] * jnp.square(_DEGENERATE_ULPS * jnp.finfo(v.dtype).eps)
+    is_const = sq <= v.shape[-1] * jnp.square(_DEGENERATE_ULPS * jnp.finfo(v.dtype).eps * big)
     return jnp.where(is_const, 0, c / jnp.sqrt(jnp.where(is_const, 1, sq))), is_const
+
+
+def _scaled(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(v / s, max|v| / s) for the power of two s of `pow2_scale` (exact; no subnormal
+    reciprocal, which CPUs flush to zero: 1e38-valued vectors became "zero")."""
+    m = jnp.max(jnp.abs(v))
+    s = pow2_scale(m).astype(v.dtype)
+    return v / s, m / s
 
 
 def _agreement(ua: jax.Array, za: jax.Array, ub: jax.Array, zb: jax.Array) -> jax.Array:
