@@ -58,6 +58,8 @@ def test_output_shape_matches_task(name):
         assert out.shape == (2, *spec.input_shape[:2], spec.num_classes)
     elif spec.task == "reconstruction":
         assert out.shape == (2, *spec.input_shape)
+    elif spec.task == "localization":
+        assert out.logits.shape == (2, spec.num_classes) and out.boxes.shape == (2, 4)
     else:
         assert out.ndim == 2 and out.shape[0] == 2
 

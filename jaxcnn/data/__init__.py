@@ -1,5 +1,5 @@
-"""Data: sources (embedded digits, arrays, image folders, tfds), on-device augmentation,
-deterministic epoch order and sharding helpers for the data-parallel train step."""
+"""Data: sources (embedded digits, arrays, image folders, tfds, VOC detection), on-device
+augmentation, deterministic epoch order and sharding helpers for the data-parallel train step."""
 
 from jaxcnn.data.augment import cutout, normalize, preprocess, random_crop, random_flip
 from jaxcnn.data.pipeline import (
@@ -29,6 +29,7 @@ from jaxcnn.data.sources import (
     load_npz,
     load_tfds,
 )
+from jaxcnn.data.voc import load_voc, parse_voc_xml  # registers data.source='voc'
 
 __all__ = [
     "DATA_AXIS",
@@ -47,9 +48,11 @@ __all__ = [
     "load_folder",
     "load_npz",
     "load_tfds",
+    "load_voc",
     "make_feeder",
     "make_mesh",
     "normalize",
+    "parse_voc_xml",
     "prefetch",
     "preprocess",
     "random_crop",

@@ -2,7 +2,8 @@
 random crop with zero or reflect padding (translation), horizontal flip (random or
 alternating by epoch), cutout, per-channel normalization; and flip + translate test-time
 augmentation. Geometric transforms are applied identically to every spatial key of the
-batch ("image", "mask")."""
+batch ("image", "mask") and move the boxes of a detection batch ("boxes" [N, K, 4] in pixels,
+with "box_mask" [N, K]) with the image."""
 
 from __future__ import annotations
 
@@ -12,6 +13,27 @@ import jax
 import jax.numpy as jnp
 
 SPATIAL_KEYS = ("image", "mask")
+
+
+def flip_boxes(boxes: jax.Array, width: int) -> jax.Array:
+    """Boxes [..., 4] (x1, y1, x2, y2) of an image mirrored left-right: (W - x2, y1, W - x1, y2)."""
+    return jnp.stack(
+        [width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1
+    )
+
+
+def _flip_where(flip: jax.Array, arrays: dict[str, jax.Array]) -> dict:
+    """Mirror the examples where `flip` [N] (or a scalar) is True: spatial keys and boxes."""
+    out = {}
+    for k, v in arrays.items():
+        if k in SPATIAL_KEYS:
+            v = jnp.where(flip.reshape(flip.shape + (1,) * (v.ndim - flip.ndim)), v[:, :, ::-1], v)
+        elif k == "boxes":
+            width = arrays["image"].shape[2]
+            v = jnp.where(flip.reshape(flip.shape + (1,) * (v.ndim - flip.ndim)),
+                          flip_boxes(v, width), v)  # fmt: skip
+        out[k] = v
+    return out
 
 
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
@@ -45,28 +67,29 @@ def random_crop(rng: jax.Array, arrays: dict[str, jax.Array], padding: int,
         )
         return jax.vmap(one)(padded, offsets)
 
-    return {k: crop(v) if k in SPATIAL_KEYS else v for k, v in arrays.items()}
+    out = {k: crop(v) if k in SPATIAL_KEYS else v for k, v in arrays.items()}
+    if "boxes" in arrays:  # shift with the crop, clip to the image, drop what leaves it
+        shift = (padding - offsets[:, ::-1]).astype(jnp.float32)  # (dx, dy) per example
+        boxes = arrays["boxes"] + jnp.tile(shift, 2)[:, None, :]
+        boxes = jnp.clip(boxes, 0.0, jnp.asarray([w, h, w, h], jnp.float32)[None, None, :])
+        out["boxes"] = boxes
+        if "box_mask" in arrays:
+            kept = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+            out["box_mask"] = arrays["box_mask"] & kept
+    return out
 
 
 def random_flip(rng: jax.Array, arrays: dict[str, jax.Array]) -> dict:
     """Horizontal flip of each example with probability 1/2."""
     n = arrays["image"].shape[0]
-    flip = jax.random.bernoulli(rng, 0.5, (n,))
-
-    def apply(x: jax.Array) -> jax.Array:
-        cond = flip.reshape((n,) + (1,) * (x.ndim - 1))
-        return jnp.where(cond, x[:, :, ::-1], x)
-
-    return {k: apply(v) if k in SPATIAL_KEYS else v for k, v in arrays.items()}
+    return _flip_where(jax.random.bernoulli(rng, 0.5, (n,)), arrays)
 
 
 def alternating_flip(arrays: dict[str, jax.Array], epoch: jax.Array | int) -> dict:
     """Flip every example horizontally in odd epochs (airbench's `altflip`, utils.py lines
     151-156). Applied after one random flip of the data set (`random_flip` with a fixed key),
     each image is seen in both orientations in any two consecutive epochs."""
-    odd = (jnp.asarray(epoch) % 2) == 1
-    return {k: jnp.where(odd, v[:, :, ::-1], v) if k in SPATIAL_KEYS else v
-            for k, v in arrays.items()}
+    return _flip_where((jnp.asarray(epoch) % 2) == 1, arrays)
 
 
 def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:

@@ -568,6 +568,15 @@ def _manual_hint(name: str, data_dir: str, manual: str) -> str:
 
 # ----------------------------------------------------------------------------- entry
 
+# More `data.source` backends, registered by their own modules (jaxcnn.data.voc), so this
+# module needs not import them: name -> loader(config.data, seed) -> Splits.
+_SOURCES: dict[str, Any] = {}
+
+
+def register_source(name: str, loader: Any) -> None:
+    """Make `data.source=name` call `loader(config.data, seed)`, which returns `Splits`."""
+    _SOURCES[name] = loader
+
 
 def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
     """The dataset named by a `config.data` block (source: digits | npz | folder | tfds)."""
@@ -596,9 +605,12 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
             image_size=int(data.get("image_size", 0)),
             lazy=data.get("on_device", "auto") == "off", **common,
         )
+    elif source in _SOURCES:
+        splits = _SOURCES[source](data, seed)
     else:
         raise DatasetError(
-            f"unknown data.source {source!r}; choose digits, npz, folder or tfds (or pass "
+            f"unknown data.source {source!r}; choose digits, npz, folder, tfds or "
+            f"{', '.join(sorted(_SOURCES))} (or pass "
             "in-memory arrays to jaxcnn.train.fit(..., data=jaxcnn.data.from_arrays(...)))."
         )
     limit = int(data.get("max_examples", 0))

@@ -6,6 +6,7 @@ from jaxcnn.models import (  # noqa: F401  (importing a family registers its mod
     autoencoder,
     googlenet,
     lenet,
+    localizer,
     mobilenet,
     resnet,
     siamese,

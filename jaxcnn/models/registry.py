@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxcnn.errors import ConfigError, UnknownModelError
 
-TASKS = ("classification", "segmentation", "reconstruction", "embedding")
+TASKS = ("classification", "segmentation", "reconstruction", "embedding", "localization")
 
 
 @dataclasses.dataclass(frozen=True)

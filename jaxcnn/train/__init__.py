@@ -1,7 +1,10 @@
 """Training: `fit(config, workdir)`, the TrainState, pure compiled steps, tasks, optimizers
 and schedules from config, orbax checkpoints, logs and plots."""
 
-from jaxcnn.train import siamese_task  # noqa: F401  (registers the "siamese" task)
+from jaxcnn.train import (  # noqa: F401  (registers the "localization", "siamese" tasks)
+    localization_task,
+    siamese_task,
+)
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.init import load_init_variables, merge_variables, register_init_loader

@@ -31,7 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.kwargs = ml_collections.ConfigDict()  # extra create_model() fields
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "digits"  # digits | npz | folder | tfds
+    c.data.source = "digits"  # digits | npz | folder | tfds | voc
     c.data.name = ""  # tfds dataset name
     c.data.path = ""  # folder root or .npz file
     c.data.data_dir = ""  # tfds data_dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)
@@ -52,6 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.std = (255.0,)
     c.data.crop_padding = 0
     c.data.flip = False
+    c.data.max_boxes = 0  # voc: boxes per image after padding (0 = the most in the data)
+    c.data.class_names = ()  # voc: object classes in label order (() = names in the XML)
     c.data.cutout = 0
 
     c.optimizer = ml_collections.ConfigDict()

@@ -101,7 +101,8 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
             "channel(s)."
         )
     kwargs = dict(config.model.kwargs)
-    if task.name in ("classification", "segmentation") and "num_classes" not in kwargs:
+    sized_by_data = ("classification", "segmentation", "localization")
+    if task.name in sized_by_data and "num_classes" not in kwargs:
         kwargs["num_classes"] = splits.num_classes
     if "in_channels" in model_options(config.model.name) and "in_channels" not in kwargs:
         kwargs["in_channels"] = channels  # the data decides: digits 1, CIFAR 3
