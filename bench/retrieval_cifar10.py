@@ -50,12 +50,12 @@ def main() -> int:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     from jaxcnn.data import load_folder
+    from jaxcnn.rundir import RunDir
     from jaxcnn.similarity.features import FeatureExtractor
-    from jaxcnn.similarity.weights import _read_config
 
     args = _parse()
     workdir = Path(args.workdir)
-    config = _read_config(workdir)
+    config = RunDir(workdir).config()
     data = args.data or config["data"]["path"]
     splits = load_folder(data, cache_dir=config["data"].get("cache_dir", ""))
     images = np.asarray(splits.test.arrays["image"])
@@ -77,17 +77,17 @@ def main() -> int:
     report("raw pixels 32x32x3", images.reshape(len(images), -1).astype(np.float32) / 255, t0)
     name = config["model"]["name"]
     trained = FeatureExtractor(name, weights=workdir, layer=args.layer, batch_size=256)
-    x = trained.preprocessing.normalize(images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained control warns by design
         t0 = time.perf_counter()
         untrained = FeatureExtractor(name, layer=args.layer, batch_size=256,
-                                     model_kwargs=dict(config["model"].get("kwargs", {})),
-                                     num_classes=trained.model.num_classes,
-                                     preprocessing=trained.preprocessing)
-        report(f"{name} untrained (random init) {args.layer}", untrained.embed_arrays(x), t0)
+                                     model_kwargs=RunDir(workdir).info()["model_kwargs"],
+                                     transform=trained.transform)
+        report(f"{name} untrained (random init) {args.layer}", untrained.embed_dataset(images),
+               t0)
     t0 = time.perf_counter()
-    report(f"{name} trained {args.layer}", trained.embed_arrays(x), t0, weights=trained.source)
+    report(f"{name} trained {args.layer}", trained.embed_dataset(images), t0,
+           weights=trained.source)
     return 0
 
 

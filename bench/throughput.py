@@ -113,12 +113,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
     for phase in args.phases.split(","):
         if phase == "train":
             step = jit_train_step(
-                make_train_step(run.model, run.task, tx, run.prep, run.steps_per_epoch), run.mesh
+                make_train_step(run.model, run.task, tx, run.augment, run.steps_per_epoch), run.mesh
             )
             first, per_step, state = _time(step, state, batch, warmup=args.warmup,
                                            steps=args.steps, carry_state=True)
         else:
-            step = jit_eval_step(make_predict_step(run.model, run.task, run.prep), run.mesh)
+            step = jit_eval_step(make_predict_step(run.model, run.task, run.augment), run.mesh)
             first, per_step, state = _time(step, state, batch, warmup=args.warmup,
                                            steps=args.steps, carry_state=False)
         records.append({

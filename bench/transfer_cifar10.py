@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from configs import default  # noqa: E402
 from jaxcnn.data import from_arrays  # noqa: E402
-from jaxcnn.pretrained.features import extract_embeddings, fit_classifiers  # noqa: E402
+from jaxcnn.similarity.features import extract_embeddings, fit_classifiers  # noqa: E402
 from jaxcnn.train import fit, load_init_variables  # noqa: E402
 
 MEAN, STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)

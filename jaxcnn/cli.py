@@ -9,8 +9,8 @@ import sys
 
 from jaxcnn.errors import JaxcnnError
 
-COMMAND_MODULES: tuple[str, ...] = ("jaxcnn.similarity.cli", "jaxcnn.pretrained.cli",
-                                     "jaxcnn.data.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "jaxcnn.train.cli", "jaxcnn.similarity.cli", "jaxcnn.pretrained.cli", "jaxcnn.data.cli")
 
 
 def _list_models(args: argparse.Namespace) -> int:

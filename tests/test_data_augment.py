@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.data import cutout, normalize, preprocess, random_crop, random_flip
+from jaxcnn.data import augment, cutout, normalize, random_crop, random_flip
 
 
 def _batch(n=8, h=6, w=5):
@@ -57,7 +57,7 @@ def test_cutout_zeroes_one_square_per_image():
     assert np.all((out == 0) | (out == 1))
 
 
-def test_normalize_and_preprocess_numbers():
+def test_normalize_and_augment_numbers():
     x = jnp.full((1, 2, 2, 3), 255, jnp.uint8)
     out = normalize(x, (127.5, 0.0, 255.0), (127.5, 255.0, 1.0))
     np.testing.assert_allclose(out[0, 0, 0], [1.0, 1.0, 0.0])
@@ -65,9 +65,9 @@ def test_normalize_and_preprocess_numbers():
     batch = {"image": jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)),
                                   jnp.uint8), "label": jnp.arange(4)}
     kw = dict(mean=(0.0,), std=(255.0,), crop_padding=2, flip=True, cutout_size=3)
-    a = preprocess(jax.random.PRNGKey(3), batch, train=True, **kw)
-    b = preprocess(jax.random.PRNGKey(3), batch, train=True, **kw)
+    a = augment(jax.random.PRNGKey(3), batch, train=True, **kw)
+    b = augment(jax.random.PRNGKey(3), batch, train=True, **kw)
     np.testing.assert_array_equal(a["image"], b["image"])  # pure function of the key
     assert a["image"].shape == (4, 8, 8, 3) and a["image"].dtype == jnp.float32
-    evaluated = preprocess(None, batch, train=False, **kw)  # no augmentation in eval
+    evaluated = augment(None, batch, train=False, **kw)  # no augmentation in eval
     np.testing.assert_allclose(evaluated["image"], np.asarray(batch["image"]) / 255.0)

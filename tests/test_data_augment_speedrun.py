@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn.data.augment import alternating_flip, preprocess, random_crop, tta_logits
+from jaxcnn.data.augment import alternating_flip, augment, random_crop, tta_logits
 
 
 def _images(n=6, h=5, w=4, c=2, seed=0):
@@ -43,15 +43,15 @@ def test_alternating_flip_flips_every_image_in_odd_epochs_only():
     np.testing.assert_array_equal(alternating_flip(batch, 3)["label"], np.arange(6))
 
 
-def test_preprocess_alternates_by_epoch_and_needs_the_epoch():
+def test_augment_alternates_by_epoch_and_needs_the_epoch():
     x = (np.arange(2 * 4 * 4 * 1) % 256).astype(np.uint8).reshape(2, 4, 4, 1)
     kw = dict(mean=(0.0,), std=(1.0,), flip=True, flip_mode="alternate", train=True)
-    even = preprocess(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, epoch=2, **kw)
-    odd = preprocess(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, epoch=5, **kw)
+    even = augment(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, epoch=2, **kw)
+    odd = augment(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, epoch=5, **kw)
     np.testing.assert_array_equal(even["image"], x.astype(np.float32))
     np.testing.assert_array_equal(odd["image"], x[:, :, ::-1].astype(np.float32))
     with pytest.raises(ValueError, match="epoch"):
-        preprocess(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, **kw)
+        augment(jax.random.PRNGKey(0), {"image": jnp.asarray(x)}, **kw)
 
 
 def _airbench_infer(net, x, level):

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from jaxcnn import cli
+from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from jaxcnn.errors import CheckpointError, DatasetError, OfflineError, UnknownModelError
 from jaxcnn.pretrained import (
-    IMAGENET_MEAN,
     chw_to_hwc_dense_kernel,
     conv_kernel,
     convert,
@@ -91,7 +91,7 @@ def test_preprocess_matches_torchvision_on_pil_arrays_and_floats() -> None:
     assert gray.shape == (224, 224, 3)
     # A small image is upscaled then cropped; black pixels map to -mean/std.
     black = transform(np.zeros((10, 30, 3), np.uint8))
-    np.testing.assert_allclose(black[0, 0], -np.array(IMAGENET_MEAN) / (0.229, 0.224, 0.225),
+    np.testing.assert_allclose(black[0, 0], -np.array(IMAGENET_MEAN) / IMAGENET_STD,
                                rtol=1e-6)  # fmt: skip
 
 

@@ -267,6 +267,7 @@ def test_rerun_with_another_architecture_fails_before_training_naming_the_parame
 
 
 def test_init_from_checkpoint_with_another_head_needs_reinit_head(reference):
+    from jaxcnn.rundir import RunDir
     from jaxcnn.train import load_init_variables, merge_variables, setup
 
     config = load_config(**{"model.kwargs.num_classes": 7, "init.path": str(reference["workdir"])})
@@ -279,7 +280,9 @@ def test_init_from_checkpoint_with_another_head_needs_reinit_head(reference):
     assert "config.init.reinit_head=True" in msg
     config.init.reinit_head = True
     run = setup(config)
-    saved = reference["final"]
+    # A workdir initializes from its best checkpoint (by validation accuracy).
+    best = RunDir(reference["workdir"]).best_step()
+    saved = read_checkpoint(reference["workdir"], best)
     for path, leaf in jax.tree_util.tree_flatten_with_path(run.variables["params"])[0]:
         key = "['params']" + jax.tree_util.keystr(path)
         if leaf.shape == saved[key].shape:

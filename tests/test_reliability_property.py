@@ -125,10 +125,10 @@ def test_from_arrays_accepts_valid_images_or_names_the_problem(images, nan):
 @given(image=hnp.arrays(st.sampled_from([np.uint8, np.float32, np.int32, np.bool_]),
                         hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=9)),
        size=st.integers(1, 12), channels=st.sampled_from([1, 3]))
-def test_preprocessing_returns_finite_model_inputs_or_raises(image, size, channels):
-    from jaxcnn.similarity.features import Preprocessing
+def test_transform_returns_finite_model_inputs_or_raises(image, size, channels):
+    from jaxcnn.data.transforms import EvalTransform
 
-    prep = Preprocessing((size, size), channels=channels, mean=(127.5,), std=(127.5,))
+    prep = EvalTransform((size, size), channels=channels, mean=(127.5,), std=(127.5,))
     out, err = documented(lambda: prep(image))
     if err is None:
         assert out.shape == (size, size, channels) and out.dtype == np.float32

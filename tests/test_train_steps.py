@@ -60,7 +60,7 @@ def test_eval_step_weights_padding_rows_out():
     run = tiny_run()  # 360 test images in batches of 64: 6 batches, the last 40 rows padding
     tx, _ = make_optimizer(run.config, run.variables["params"], run.steps_per_epoch)
     state = initial_state(run, tx)
-    eval_fn = jit_eval_step(make_eval_step(run.model, run.task, run.prep), run.mesh)
+    eval_fn = jit_eval_step(make_eval_step(run.model, run.task, run.augment), run.mesh)
     feeder = OnDeviceData(run.splits.test, run.mesh)
     total = None
     for batch in eval_batches(feeder, len(run.splits.test), 64):
@@ -69,9 +69,9 @@ def test_eval_step_weights_padding_rows_out():
         total = out if total is None else {k: total[k] + out[k] for k in out}
     assert total["count"] == 360
     # the same numbers example by example
+    images = {"image": jnp.asarray(run.splits.test.arrays["image"])}
     logits = run.model.apply(jax.device_get(state.variables),
-                             run.prep(None, {"image": jnp.asarray(run.splits.test.arrays["image"])},
-                                      train=False)["image"])
+                             run.augment(None, images, train=False)["image"])
     correct = np.sum(np.argmax(np.asarray(logits), -1) == run.splits.test.arrays["label"])
     assert total["accuracy"] == pytest.approx(correct, abs=0.5)
     assert eval_fn._cache_size() == 1

@@ -52,7 +52,7 @@ def _compiled(run, config, n_devices: int):
     if key not in _COMPILED:
         mesh = make_mesh(jax.devices()[:n_devices])
         tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
-        step_fn = jit_train_step(make_train_step(run.model, run.task, tx, run.prep,
+        step_fn = jit_train_step(make_train_step(run.model, run.task, tx, run.augment,
                                                  run.steps_per_epoch), mesh)
         _COMPILED[key] = (mesh, tx, step_fn, OnDeviceData(run.splits.train, mesh))
     return _COMPILED[key]

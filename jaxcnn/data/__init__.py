@@ -1,7 +1,8 @@
-"""Data: sources (embedded digits, arrays, image folders, tfds, VOC detection), on-device
-augmentation, deterministic epoch order and sharding helpers for the data-parallel train step."""
+"""Data: sources (embedded digits, arrays, image folders, tfds, VOC detection), images and
+their host-side transforms (`EvalTransform` for inference), on-device augmentation,
+deterministic epoch order and sharding helpers for the data-parallel train step."""
 
-from jaxcnn.data.augment import cutout, normalize, preprocess, random_crop, random_flip
+from jaxcnn.data.augment import Augment, augment, cutout, normalize, random_crop, random_flip
 from jaxcnn.data.pipeline import (
     DATA_AXIS,
     HostData,
@@ -29,16 +30,20 @@ from jaxcnn.data.sources import (
     load_npz,
     load_tfds,
 )
+from jaxcnn.data.transforms import EvalTransform
 from jaxcnn.data.voc import load_voc, parse_voc_xml  # registers data.source='voc'
 
 __all__ = [
     "DATA_AXIS",
+    "Augment",
     "HostData",
     "OnDeviceData",
     "Source",
     "Splits",
+    "EvalTransform",
     "batch_sharding",
     "check_batch_size",
+    "augment",
     "cutout",
     "epoch_permutation",
     "eval_batches",
@@ -54,7 +59,6 @@ __all__ = [
     "normalize",
     "parse_voc_xml",
     "prefetch",
-    "preprocess",
     "random_crop",
     "random_flip",
     "replicated",

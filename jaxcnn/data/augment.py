@@ -1,13 +1,16 @@
-"""On-device preprocessing in jnp, run inside the compiled train step: uint8 -> float,
-random crop with zero or reflect padding (translation), horizontal flip (random or
+"""On-device augmentation in jnp, run inside the compiled train and eval steps: uint8 ->
+float, random crop with zero or reflect padding (translation), horizontal flip (random or
 alternating by epoch), cutout, per-channel normalization; and flip + translate test-time
 augmentation. Geometric transforms are applied identically to every spatial key of the
 batch ("image", "mask") and move the boxes of a detection batch ("boxes" [N, K, 4] in pixels,
-with "box_mask" [N, K]) with the image."""
+with "box_mask" [N, K]) with the image. The host-side transforms (input pipeline,
+evaluation and inference) are `jaxcnn.data.transforms`."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +113,7 @@ def cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
     return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)
 
 
-def preprocess(
+def augment(
     rng: jax.Array | None,
     batch: dict[str, jax.Array],
     *,
@@ -172,3 +175,25 @@ def tta_logits(fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: i
     shifted = [padded[:, 0:h, 0:w], padded[:, 2:h + 2, 2:w + 2]]
     translated = sum(mirror(x) for x in shifted) / len(shifted)
     return 0.5 * logits + 0.5 * translated
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """The static `augment` settings of a run (from `config.data`), called in the step as
+    `augment(rng, batch, train)`."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (255.0,)
+    crop_padding: int = 0
+    flip: bool = False
+    cutout: int = 0
+
+    @classmethod
+    def from_config(cls, data: Any) -> Augment:
+        """Settings from a `config.data` block."""
+        return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
+                   int(data.cutout))
+
+    def __call__(self, rng: jax.Array | None, batch: dict, train: bool) -> dict:
+        return augment(rng, batch, mean=self.mean, std=self.std, crop_padding=self.crop_padding,
+                       flip=self.flip, cutout_size=self.cutout, train=train)

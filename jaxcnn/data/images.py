@@ -1,5 +1,12 @@
-"""Reading images: paths, PIL images or arrays in, uint8 RGB [H, W, 3] out, with errors
-that name the file that could not be read. Shared by similarity and `jaxcnn.predict`."""
+"""The one image module: reading image files, PIL images or arrays into uint8 HWC arrays
+(RGB, or luma for one channel), resizing, and listing image files, with errors that name the
+file that could not be read. Used by the folder and tfds sources, the `EvalTransform` of
+`jaxcnn.data.transforms`, similarity and `jaxcnn.predict`.
+
+`IMAGE_EXTENSIONS` is torchvision's `IMG_EXTENSIONS` (`torchvision/datasets/folder.py`): a
+folder of images is the same set of files whether it is trained on (`load_folder`) or
+indexed (`jaxcnn index`). GIF is left out, as torchvision does: an animated GIF is many
+images, and PIL would silently keep the first frame."""
 
 from __future__ import annotations
 
@@ -12,8 +19,7 @@ import numpy as np
 
 from jaxcnn.errors import DatasetError, InputError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff",
-                    ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 
@@ -65,6 +71,26 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
+def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, str]:
+    """(uint8 [H, W, channels], the file's PIL mode) of an image file: RGB, or luma for one
+    channel; transparency composited on white. An unreadable or corrupt file raises
+    DatasetError naming it (the PIL error as its cause)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"no image file at {str(path)!r}; check the path.")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _pil_to_array(img, channels), img.mode
+    except Exception as err:  # PIL raises many types for truncated or corrupt files
+        raise DatasetError(
+            f"cannot read image {str(path)!r} ({type(err).__name__}: {err}); the file is "
+            "corrupt or not an image. Remove or replace it."
+        ) from err
+
+
 def load_image(image: ImageLike) -> np.ndarray:
     """One image as uint8 RGB [H, W, 3]. Accepts a file path, a PIL image or an array ([H, W],
     [H, W, 1|3|4]; floats in [0, 1] or [0, 255]); grayscale is repeated to three channels and
@@ -72,20 +98,9 @@ def load_image(image: ImageLike) -> np.ndarray:
     from PIL import Image
 
     if isinstance(image, str | os.PathLike):
-        path = Path(image)
-        if not path.is_file():
-            raise DatasetError(f"no image file at {str(path)!r}; check the path.")
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return _pil_to_rgb(img)
-        except Exception as err:  # PIL raises many types for truncated or corrupt files
-            raise DatasetError(
-                f"cannot read image {str(path)!r} ({type(err).__name__}: {err}); the file is "
-                "corrupt or not an image. Remove or replace it."
-            ) from err
+        return read_image(image)[0]
     if isinstance(image, Image.Image):
-        return _pil_to_rgb(image)
+        return _pil_to_array(image, 3)
     return _array_to_rgb(np.asarray(image), describe(image))
 
 
@@ -106,21 +121,43 @@ def to_8bit(img: Any) -> Any:
     return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
-def _pil_to_rgb(img: Any) -> np.ndarray:
+def _pil_to_array(img: Any, channels: int) -> np.ndarray:
+    from PIL import Image
+
     img = to_8bit(img)
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        return _composite_on_white(np.asarray(img.convert("RGBA")))
+        rgb = _composite_on_white(np.asarray(img.convert("RGBA")))
+        if channels == 3:
+            return rgb
+        img = Image.fromarray(rgb, "RGB")
+    if channels == 1:
+        return np.asarray(img.convert("L"), np.uint8)[..., None]
     return np.asarray(img.convert("RGB"), np.uint8)
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [H, W, C] -> [size[0], size[1], C] with PIL's antialiased bilinear filter."""
+def resize(image: np.ndarray, size: tuple[int, int] | int) -> np.ndarray:
+    """uint8 [H, W, C] (C = 1 or 3) -> [size[0], size[1], C] with PIL's antialiased
+    bilinear filter (the filter torchvision applies to PIL images)."""
     from PIL import Image
 
-    h, w = size
+    h, w = (size, size) if isinstance(size, int) else size
     if image.shape[:2] == (h, w):
         return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), np.uint8)
+    plane = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    out = np.asarray(Image.fromarray(plane).resize((w, h), Image.BILINEAR), np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop uint8 [H, W, C] to a square and resize it to `size` x `size`; identity
+    when `size` is 0."""
+    if not size:
+        return image
+    image = image[..., None] if image.ndim == 2 else image
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize(image[top:top + side, left:left + side], size)
 
 
 def load_images(images: Sequence[ImageLike] | ImageLike, size: tuple[int, int] | int

@@ -9,20 +9,33 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcnn.data.sources import Source
-from jaxcnn.errors import ConfigError
+from jaxcnn.errors import ConfigError, InputError
 
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named "data" over `devices` (default: all devices of all processes)."""
-    devices = list(jax.devices() if devices is None else devices)
+def make_mesh(devices: Any = None) -> Mesh:
+    """A 1-D mesh named "data" over `devices` (default: all devices of all processes): the
+    one mesh of training, feature extraction and search. Anything but a non-empty list of
+    jax devices is an InputError."""
+    if devices is None:
+        devices = jax.devices()
+    try:
+        devices = list(devices)
+    except TypeError:
+        raise InputError(f"devices must be a list of jax devices; got {devices!r}.") from None
+    if not devices:
+        raise InputError("devices=[] leaves nothing to compute on; pass devices=None for all "
+                         "of jax.devices(), or a non-empty list of them.")
+    if not all(isinstance(d, jax.Device) for d in devices):
+        raise InputError(f"devices must be jax devices (from jax.devices()); got {devices!r}.")
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 

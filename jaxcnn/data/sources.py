@@ -18,10 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxcnn.data.images import to_8bit
+from jaxcnn.data.images import IMAGE_EXTENSIONS, read_image, resize, square_resize
 from jaxcnn.errors import DatasetError, OfflineError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclasses.dataclass
@@ -284,19 +282,14 @@ def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]], li
 
 
 def _decode(path: Path, mode: str, size: int) -> tuple[np.ndarray | None, str]:
-    from PIL import Image
-
+    """(uint8 image, "" or the mode conversion done), or (None, why it is unreadable)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            note = "" if img.mode == mode else f"{img.mode}->{mode}"
-            img = to_8bit(img).convert(mode)  # 16-bit: scaled, not clipped to white
-            if size and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, np.uint8)
-    except Exception as err:  # PIL raises many types for truncated/corrupt files
-        return None, f"{type(err).__name__}: {err}"
-    return (arr[..., None] if arr.ndim == 2 else arr), note
+        arr, file_mode = read_image(path, 1 if mode == "L" else 3)
+    except DatasetError as err:
+        cause = err.__cause__ or err
+        return None, f"{type(cause).__name__}: {cause}"
+    note = "" if file_mode == mode else f"{file_mode}->{mode}"
+    return (resize(arr, (size, size)) if size else arr), note
 
 
 def _decode_split(
@@ -492,7 +485,7 @@ def load_tfds(
             sources[split] = Source(_lazy_columns(ds, n, image_size))
             continue
         examples = [ds[i] for i in range(n)]
-        images = [_square_resize(np.asarray(e["image"]), image_size) for e in examples]
+        images = [square_resize(np.asarray(e["image"]), image_size) for e in examples]
         arrays = {"image": _to_nhwc_uint8(np.stack(images), name)}
         if "label" in examples[0]:
             arrays["label"] = np.array([e["label"] for e in examples], np.int32)
@@ -504,22 +497,6 @@ def load_tfds(
         names = tuple(label.names)
     train, valid = _carve_valid(sources[train_split], sources[test_split], valid_fraction, seed)
     return Splits(name, train, valid, sources[test_split], names)
-
-
-def _square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to `size` (bilinear); identity when size is 0."""
-    if not size:
-        return image
-    from PIL import Image
-
-    image = image[..., None] if image.ndim == 2 else image
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = image[top:top + side, left:left + side]
-    squeezed = crop[..., 0] if crop.shape[-1] == 1 else crop
-    out = np.asarray(Image.fromarray(squeezed).resize((size, size), Image.BILINEAR))
-    return out[..., None] if out.ndim == 2 else out
 
 
 class _LazyColumn:
@@ -534,7 +511,7 @@ class _LazyColumn:
     def _one(self, i: int) -> np.ndarray:
         value = np.asarray(self.ds[int(i)][self.key])
         if self.key == "image":
-            value = _square_resize(value, self.image_size)
+            value = square_resize(value, self.image_size)
             value = value[..., None] if value.ndim == 2 else value
         return value.astype(np.int32) if self.key == "label" else value
 

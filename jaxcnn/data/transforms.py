@@ -1,7 +1,12 @@
-"""Host-side image transforms, run per example in the input pipeline's worker processes:
-decode (with PIL's reduced-size JPEG `draft` when the output is much smaller), torchvision's
-RandomResizedCrop (10-attempt sampling and central fallback) and horizontal flip for
-training, Resize(shorter side) + CenterCrop for evaluation, RandomCrop with zero padding.
+"""Host-side image transforms. For the input pipeline, run per example in its worker
+processes: decode (with PIL's reduced-size JPEG `draft` when the output is much smaller),
+torchvision's RandomResizedCrop (10-attempt sampling and central fallback) and horizontal flip
+for training, Resize(shorter side) + CenterCrop for evaluation, RandomCrop with zero padding
+(`ImageTransform`, uint8 out; normalization happens on the device). For inference,
+`EvalTransform`: one image of any kind to a normalized float32 model input, the transform a
+set of weights expects (torchvision's `Weights.transforms()`). Mean and std are on the
+[0, 255] pixel scale throughout jaxcnn (as `config.data.mean`), so no value is ever rescaled
+back and forth.
 
 Given the same crop parameters the outputs equal torchvision's `transforms.v2` on PIL images
 (the classic `ImageFolder` recipe): RandomResizedCrop bit for bit, the evaluation transform
@@ -15,13 +20,20 @@ import dataclasses
 import io
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from jaxcnn.errors import ConfigError
+from jaxcnn.data.images import ImageLike, as_image_list, load_image
+from jaxcnn.errors import ConfigError, InputError
+
+# torchvision's ImageNet statistics (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) x 255.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's convert("L")
 
 IMAGENET_SCALE = (0.08, 1.0)
 IMAGENET_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -41,16 +53,18 @@ def center_crop_anchor(height: int, width: int, crop: int) -> tuple[int, int]:
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
 
 
-def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
-    """torchvision's `center_crop` on HWC: zero-pad when smaller, top/left offsets rounded."""
+def center_crop(array: np.ndarray, crop: int | tuple[int, int]) -> np.ndarray:
+    """torchvision's `center_crop` on HWC (a side, or (height, width)): zero-pad when smaller,
+    top/left offsets rounded."""
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
     h, w = array.shape[:2]
-    if h < crop or w < crop:
-        pad_h, pad_w = max(crop - h, 0), max(crop - w, 0)
+    if h < crop_h or w < crop_w:
+        pad_h, pad_w = max(crop_h - h, 0), max(crop_w - w, 0)
         pad = [(pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2)]
         array = np.pad(array, pad + [(0, 0)] * (array.ndim - 2))
         h, w = array.shape[:2]
-    top, left = center_crop_anchor(h, w, crop)
-    return array[top:top + crop, left:left + crop]
+    top, left = int(round((h - crop_h) / 2.0)), int(round((w - crop_w) / 2.0))
+    return array[top:top + crop_h, left:left + crop_w]
 
 
 def random_resized_crop_params(
@@ -245,3 +259,106 @@ class ImageTransform:
             if rng.random() < 0.5:  # torchvision: flip when rand < p
                 out = out[:, ::-1]
         return out
+
+
+def _pil_planes(image: Any) -> tuple[list[Any], bool]:
+    """PIL images to resize: one RGB image (uint8 path: exactly torchvision on PIL) or, for
+    float arrays in [0, 1], one mode-"F" image per channel. Returns (images, is_uint8)."""
+    if isinstance(image, Image.Image) or not np.issubdtype(np.asarray(image).dtype, np.floating):
+        return [Image.fromarray(load_image(image), "RGB")], True
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or 0 in array.shape:
+        raise InputError(
+            f"expected an image as a PIL image or an HWC array with 1, 3 or 4 channels; got "
+            f"an array of shape {array.shape}. Batches: call the transform per image."
+        )
+    if not np.all(np.isfinite(array)):
+        raise InputError("the image holds NaN or infinite values.")
+    if array[..., :3].max(initial=0.0) > 1.0:  # floats on [0, 255], as jaxcnn.data.images
+        array = array / 255.0
+    array = np.clip(array.astype(np.float32), 0.0, 1.0)
+    if array.shape[-1] == 4:  # transparent pixels become white, as in jaxcnn.data.images
+        alpha = array[..., 3:]
+        array = array[..., :3] * alpha + (1.0 - alpha)
+    array = np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
+    return [Image.fromarray(np.ascontiguousarray(array[..., c], np.float32), "F")
+            for c in range(3)], False  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+    """Image (path, PIL image, or HWC array: uint8, or float in [0, 1]) -> float32
+    [size[0], size[1], channels], normalized as (pixel - mean) / std on the [0, 255] scale.
+
+    `resize_size` > 0: torchvision's `ImageClassification` (shorter side to `resize_size`
+    with PIL's antialiased bilinear filter, then a centre crop of `size`), exact on PIL and
+    uint8 input. `resize_size` = 0: a plain bilinear resize to `size`. One channel: ITU-R 601
+    luma of the RGB image."""
+
+    size: tuple[int, int]
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (255.0,)
+    resize_size: int = 0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if self.channels not in (1, 3) or len(self.mean) not in (1, self.channels) or len(
+                self.std) not in (1, self.channels):
+            raise InputError(
+                f"an EvalTransform needs channels 1 or 3 and one mean/std value per channel; got "
+                f"channels={self.channels}, mean={self.mean}, std={self.std}."
+            )
+        if self.interpolation != "bilinear":
+            raise InputError(f"only bilinear interpolation is implemented; got "
+                             f"{self.interpolation!r}.")
+
+    def _stats(self) -> tuple[np.ndarray, np.ndarray]:
+        shape = (self.channels,)
+        return (np.broadcast_to(np.asarray(self.mean, np.float32), shape),
+                np.broadcast_to(np.asarray(self.std, np.float32), shape))
+
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        planes, is_uint8 = _pil_planes(image)
+        width, height = planes[0].size
+        out_h, out_w = self.size
+        if self.resize_size:
+            out_h, out_w = resized_size(height, width, self.resize_size)
+        # PIL's BILINEAR filter scales its support with the reduction factor: the
+        # antialiased bilinear torchvision applies to PIL images.
+        resized = [im.resize((out_w, out_h), Image.BILINEAR) for im in planes]
+        if is_uint8:
+            array = np.asarray(resized[0], np.float32)
+        else:
+            array = 255.0 * np.stack([np.asarray(im, np.float32) for im in resized], axis=-1)
+        if self.resize_size:
+            array = center_crop(array, self.size)
+        if self.channels == 1:
+            array = array @ LUMA[:, None]
+        mean, std = self._stats()
+        return ((array - mean) / std).astype(np.float32)
+
+    def batch(self, images: Sequence[ImageLike] | ImageLike) -> np.ndarray:
+        """Images of any kind and size -> one float32 NHWC batch."""
+        return np.stack([self(im) for im in as_image_list(images)])
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """(x - mean) / std of a uint8 batch [N, H, W, C] already at `size` and `channels`
+        (e.g. a training dataset's arrays)."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (*self.size, self.channels):
+            raise InputError(
+                f"normalize expects [N, {self.size[0]}, {self.size[1]}, {self.channels}] images; "
+                f"got {images.shape}. Call the EvalTransform on single images instead."
+            )
+        mean, std = self._stats()
+        return (images.astype(np.float32) - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (stored in search indexes)."""
+        return dataclasses.asdict(self)

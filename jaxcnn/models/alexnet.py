@@ -20,6 +20,7 @@ converter permutes the first FC's input axis from torch's CHW order.
 from __future__ import annotations
 
 from functools import partial
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -76,11 +77,18 @@ def _classifier(
 class AlexNet(Classifier):
     """torchvision's AlexNet; any input of at least 63x63 (adaptive avg-pool to 6x6)."""
 
+    head_name: ClassVar[str] = "classifier_6"
+
     num_classes: int = 1000
     dropout: float = 0.5
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def group_matcher(self) -> dict[str, str]:
+        """The five conv stages of `features()`, the two hidden FCs, the head."""
+        stages = {f"stage{i}": f"features_{j}" for i, j in enumerate((0, 3, 6, 8, 10), 1)}
+        return {**stages, "fc": r"classifier_[14]", "head": r"classifier_6"}
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -123,11 +131,17 @@ def _original_feature_size(size: int) -> int:
 class AlexNetOriginal(Classifier):
     """The 2012 AlexNet (single tower, LRN, fixed 227x227 input); 62,378,344 parameters."""
 
+    head_name: ClassVar[str] = "fc8"
+
     num_classes: int = 1000
     dropout: float = 0.5
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def group_matcher(self) -> dict[str, str]:
+        """conv1..conv5 as stage1..stage5, fc6 and fc7, the fc8 head."""
+        return {"stage{}": r"conv(\d)", "fc": r"fc[67]", "head": r"fc8"}
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:

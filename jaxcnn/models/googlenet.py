@@ -147,6 +147,10 @@ class GoogLeNet(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def group_matcher(self) -> dict[str, str]:
+        """The stem convs, inception3/4/5 as stage3..stage5, the head with its aux heads."""
+        return {"stem": r"conv\d", "stage{}": r"inception(\d)[a-e]", "head": r"fc|aux\d"}
+
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="googlenet", channels=self.in_channels, min_size=15)

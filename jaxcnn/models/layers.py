@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import flax.struct
@@ -180,7 +181,20 @@ class AuxOutputs:
 class Classifier(nn.Module):
     """Base of every classifier: subclasses define a compact `features(x, train)` returning
     named stages, "pre_logits" and "logits"; `__call__` returns the logits (with
-    `num_classes=0`, the pooled "pre_logits" embedding, as in timm)."""
+    `num_classes=0`, the pooled "pre_logits" embedding, as in timm).
+
+    Each family also declares its parameter groups (timm's `group_matcher`): `head_name` is
+    the top-level module that makes the logits, and `group_matcher()` maps group names to
+    regular expressions over top-level module names, in network order, the head last.
+    Freezing and per-stage learning rates (jaxcnn.train.transfer) read this declaration."""
+
+    head_name: ClassVar[str] = "fc"
+
+    def group_matcher(self) -> dict[str, str]:
+        """{group: regex} over top-level module names, in network order; "head" last. A
+        "{}" in a group name is filled with the regex's first capture ("layer{}" with
+        `layer(\\d+)_\\d+` gives layer1, layer2, ...)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no parameter groups")
 
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         raise NotImplementedError
@@ -240,3 +254,29 @@ def classifier_head(
         num_classes, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, name=name
     )(x)
     return logits.astype(jnp.float32)
+
+
+def match_groups(matcher: dict[str, str], modules: list[str]) -> list[tuple[str, list[str]]]:
+    """[(group, [top-level modules])] in the matcher's (network) order: each module joins
+    the first group whose regex matches its whole name; a "{}" group name is filled with
+    the first capture, numbered groups in numeric order. Unmatched modules raise KeyError
+    (a family's declaration that misses one of its modules is a bug of that family)."""
+    found: dict[str, list[str]] = {}
+    rank: dict[str, tuple] = {}
+    for module in modules:
+        for position, (group, pattern) in enumerate(matcher.items()):
+            match = re.fullmatch(pattern, module)
+            if match is None:
+                continue
+            name = group.format(match.group(1)) if "{}" in group else group
+            found.setdefault(name, []).append(module)
+            capture = match.group(1) if "{}" in group else ""
+            rank[name] = (position, int(capture) if capture.isdigit() else 0, capture)
+            break
+        else:
+            raise KeyError(f"top-level module {module!r} matches no group of {matcher}")
+    return [(g, sorted(found[g], key=_natural)) for g in sorted(found, key=rank.__getitem__)]
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

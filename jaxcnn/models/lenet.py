@@ -3,6 +3,8 @@ average pooling, conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> conv 120@5x5 -> FC
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,12 @@ class LeNet5(Classifier):
     in_channels: int = 1
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    head_name: ClassVar[str] = "fc2"
+
+    def group_matcher(self) -> dict[str, str]:
+        """One group per conv stage of `features()`, then fc1 and the fc2 head."""
+        return {"stage{}": r"conv(\d)", "fc": r"fc1", "head": r"fc2"}
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:

@@ -18,6 +18,7 @@ MobileNetV2 names mirror torchvision's state_dict with Sequential indices joined
 from __future__ import annotations
 
 from functools import partial
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -69,6 +70,15 @@ def _stage_ends(strides: list[int]) -> list[int]:
     return [i for i in range(len(strides)) if i + 1 == len(strides) or strides[i + 1] == 2]
 
 
+def _stage_groups(strides: list[int], names: list[str]) -> dict[str, str]:
+    """{"stage k": regex of the module names of its blocks} (`names[i]`: block i's regex)."""
+    groups, start = {}, 0
+    for k, end in enumerate(_stage_ends(strides), start=1):
+        groups[f"stage{k}"] = "|".join(names[start:end + 1])
+        start = end + 1
+    return groups
+
+
 class MobileNetV1(Classifier):
     """MobileNet v1 with width multiplier `width_mult` (alpha in the paper); `blocks` lists
     (pointwise channels, depthwise stride) per depthwise-separable block."""
@@ -79,6 +89,12 @@ class MobileNetV1(Classifier):
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def group_matcher(self) -> dict[str, str]:
+        """The stem, one group per resolution level (the `features()` stages), the head."""
+        strides = [s for _, s in self.blocks]
+        names = [f"block{i + 1}_(dw|pw)" for i in range(len(strides))]
+        return {"stem": r"stem", **_stage_groups(strides, names), "head": r"fc"}
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -156,6 +172,24 @@ class MobileNetV2(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    head_name: ClassVar[str] = "classifier_1"
+
+    def _blocks(self) -> list[tuple[int, int, int]]:
+        """(channels, stride, expansion) of every inverted-residual block."""
+        return [
+            (make_divisible(c * self.width_mult), s if i == 0 else 1, t)
+            for t, c, n, s in self.inverted_residual_setting
+            for i in range(n)
+        ]
+
+    def group_matcher(self) -> dict[str, str]:
+        """features_0 as the stem, one group per resolution level (torchvision's strides;
+        the final 1x1 conv to 1280 closes the last one), the classifier_1 head."""
+        strides = [s for _, s, _ in self._blocks()]
+        names = [f"features_{i + 1}" for i in range(len(strides))]
+        names[-1] += f"|features_{len(strides) + 1}"
+        return {"stem": r"features_0", **_stage_groups(strides, names), "head": r"classifier_1"}
+
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="mobilenet_v2", channels=self.in_channels, min_size=32)
@@ -168,11 +202,7 @@ class MobileNetV2(Classifier):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        blocks = [
-            (make_divisible(c * self.width_mult), s if i == 0 else 1, t)
-            for t, c, n, s in self.inverted_residual_setting
-            for i in range(n)
-        ]
+        blocks = self._blocks()
         ends = _stage_ends([s for _, s, _ in blocks])
         out = {}
         x = out["stem"] = conv_bn(make_divisible(32 * self.width_mult), 3, 2, name="features_0")(x)

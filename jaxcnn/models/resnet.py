@@ -149,6 +149,10 @@ class ResNet(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def group_matcher(self) -> dict[str, str]:
+        """Stem, torchvision's layer1..layer4, the fc head."""
+        return {"stem": r"conv1|bn1", "layer{}": r"layer(\d+)_\d+", "head": r"fc"}
+
     @property
     def min_input_size(self) -> int:
         """Smallest H (= W) for which the last stage is at least 1x1 without padding only."""

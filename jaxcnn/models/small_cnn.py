@@ -26,6 +26,10 @@ class SmallCNN(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def group_matcher(self) -> dict[str, str]:
+        """The three conv-conv-pool stages and the fc head."""
+        return {"stage{}": r"stage(\d+)_(conv|bn)\d", "head": r"fc"}
+
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="small_cnn", channels=self.in_channels, min_size=8)

@@ -13,6 +13,7 @@ a converter permutes `classifier.0.weight`'s input axis from torch's CHW order.
 from __future__ import annotations
 
 from functools import partial
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -60,6 +61,23 @@ class VGG(Classifier):
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    head_name: ClassVar[str] = "classifier_6"
+
+    def group_matcher(self) -> dict[str, str]:
+        """Stage i: the convs (and BNs) before the i-th max-pool, at torchvision's `features`
+        indices; then the two hidden FCs and the head."""
+        groups, index, members = {}, 0, []
+        for v in self.cfg:
+            if v == "M":
+                groups[f"stage{len(groups) + 1}"] = "|".join(members)
+                index, members = index + 1, []
+                continue
+            members.append(f"features_{index}")
+            if self.batch_norm:
+                members.append(f"features_{index + 1}")
+            index += 3 if self.batch_norm else 2
+        return {**groups, "fc": r"classifier_[03]", "head": r"classifier_6"}
 
     @property
     def min_input_size(self) -> int:

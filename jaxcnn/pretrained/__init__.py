@@ -1,5 +1,5 @@
 """torchvision's ImageNet weights in jaxcnn: the weights registry (URLs, hashes, metrics,
-preprocessing), the converters (`from_torchvision`), loading/downloading (`load`),
+evaluation transforms), the converters (`from_torchvision`), loading/downloading (`load`),
 saving converted variables without torch, and `predict`."""
 
 from jaxcnn.pretrained.convert import (
@@ -19,26 +19,17 @@ from jaxcnn.pretrained.hub import (
     save_variables,
 )
 from jaxcnn.pretrained.predict import predict
-from jaxcnn.pretrained.registry import (
+from jaxcnn.pretrained.torchvision import from_torchvision, key_map_for
+from jaxcnn.pretrained.weights import (
     WEIGHTS,
     Weights,
     get_weights,
     imagenet_categories,
     list_weights,
 )
-from jaxcnn.pretrained.torchvision import from_torchvision, key_map_for
-from jaxcnn.pretrained.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageClassification,
-    preprocess,
-)
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "WEIGHTS",
-    "ImageClassification",
     "KeyMap",
     "Weights",
     "batch_norm_leaves",
@@ -55,7 +46,6 @@ __all__ = [
     "list_weights",
     "load",
     "predict",
-    "preprocess",
     "read_state_dict",
     "restore_variables",
     "save_variables",

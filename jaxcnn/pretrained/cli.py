@@ -10,7 +10,7 @@ from typing import Any
 def _convert(args: argparse.Namespace) -> int:
     from jaxcnn.models import count_params
     from jaxcnn.pretrained.hub import load, save_variables
-    from jaxcnn.pretrained.registry import get_weights
+    from jaxcnn.pretrained.weights import get_weights
 
     entry = get_weights(args.name, args.weights)
     source = args.source or entry.url
@@ -24,7 +24,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from jaxcnn.pretrained.registry import get_weights, list_weights
+    from jaxcnn.pretrained.weights import get_weights, list_weights
 
     for full in list_weights(args.pattern):
         model, name = full.split(".")

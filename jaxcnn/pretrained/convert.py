@@ -14,8 +14,8 @@ import numpy as np
 
 from jaxcnn.errors import CheckpointError
 
-Transform = Callable[[np.ndarray], np.ndarray]
-KeyMap = dict[str, tuple[str, Transform]]  # source key -> (target path "a/b/c", transform)
+EvalTransform = Callable[[np.ndarray], np.ndarray]
+KeyMap = dict[str, tuple[str, EvalTransform]]  # source key -> (target path "a/b/c", transform)
 
 IGNORED_SUFFIXES: tuple[str, ...] = ("num_batches_tracked",)
 
@@ -39,7 +39,7 @@ def dense_kernel(w: np.ndarray) -> np.ndarray:
     return w.T
 
 
-def chw_to_hwc_dense_kernel(channels: int, height: int, width: int) -> Transform:
+def chw_to_hwc_dense_kernel(channels: int, height: int, width: int) -> EvalTransform:
     """The Linear layer that follows torch's `flatten` of a [C, H, W] map: its input order
     is C-major, jaxcnn's NHWC flatten is C-minor, so rows are permuted (HWC) and transposed."""
 
@@ -56,7 +56,7 @@ def chw_to_hwc_dense_kernel(channels: int, height: int, width: int) -> Transform
     return transform
 
 
-def batch_norm_leaves(prefix: str, target_path: str) -> dict[str, tuple[str, Transform]]:
+def batch_norm_leaves(prefix: str, target_path: str) -> dict[str, tuple[str, EvalTransform]]:
     """torch BatchNorm2d (`weight`, `bias`, `running_mean`, `running_var`) -> flax
     `params/<path>/{scale,bias}` and `batch_stats/<path>/{mean,var}`."""
     return {

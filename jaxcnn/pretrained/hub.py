@@ -18,8 +18,8 @@ import numpy as np
 
 from jaxcnn.errors import CheckpointError, OfflineError
 from jaxcnn.pretrained.convert import to_numpy
-from jaxcnn.pretrained.registry import Weights, get_weights
 from jaxcnn.pretrained.torchvision import from_torchvision
+from jaxcnn.pretrained.weights import Weights, get_weights
 
 VARIABLES_FILE = "variables.msgpack"
 META_FILE = "meta.json"

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn.data.images import load_image
-from jaxcnn.pretrained.registry import get_weights, imagenet_categories
+from jaxcnn.pretrained.weights import get_weights, imagenet_categories
 
 
 @functools.cache

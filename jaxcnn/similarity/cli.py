@@ -1,6 +1,6 @@
 """`jaxcnn similarity`, `jaxcnn index` and `jaxcnn search`.
 
-    jaxcnn similarity A.jpg B.jpg                       # the lesson's table on raw pixels
+    jaxcnn similarity A.jpg B.jpg                       # the four metrics on raw pixels
     jaxcnn similarity A.jpg B.jpg --model resnet18 --weights WORKDIR   # ... and on features
     jaxcnn similarity a.jpg b.jpg c.jpg --heatmap sim.png   # pairwise matrix of a set
     jaxcnn similarity --demo [--heatmap demo.png]       # offline: scikit-image photos
@@ -19,7 +19,8 @@ import numpy as np
 
 from jaxcnn.data.images import describe, list_images
 from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.similarity.features import make_extractor, weights_id
+from jaxcnn.loading import weights_id
+from jaxcnn.similarity.features import make_extractor
 from jaxcnn.similarity.metrics import METRICS
 from jaxcnn.similarity.search import pairwise
 
@@ -78,22 +79,6 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--layer", default=None, help="must match the index")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_cmd_search)
-
-    p = subparsers.add_parser(
-        "siamese-eval", help="verification and N-way one-shot accuracy of a siamese workdir",
-        description="Evaluate a workdir trained with task=siamese on the classes it did not "
-                    "train on (task_kwargs.train_classes), against raw pixels.",
-    )
-    p.add_argument("workdir")
-    p.add_argument("--classes", type=int, nargs="*", default=None,
-                   help="labels to evaluate on (default: those not trained on)")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--n-way", type=int, nargs="+", default=[2, 3, 5])
-    p.add_argument("--pairs", type=int, default=2000, help="verification pairs")
-    p.add_argument("--episodes", type=int, default=2000, help="one-shot episodes per N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-baseline", action="store_true", help="skip the raw-pixel baseline")
-    p.set_defaults(func=_cmd_siamese_eval)
 
 
 # ----------------------------------------------------------------------------- similarity
@@ -222,7 +207,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         check_compatible(meta, {**meta, **{k: v for k, v in asked.items() if v is not None}},
                          f"the index {args.index}")
     if meta["model"] == "pixels":
-        ext = make_extractor("pixels", size=int(meta["preprocessing"]["size"][0]))
+        ext = make_extractor("pixels", size=int(meta["transform"]["size"][0]))
     else:
         # "random(seed=N)" is what an index of a randomly initialized network records.
         weights = meta["weights"] or None
@@ -258,18 +243,3 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _check_model_args(args: argparse.Namespace) -> None:
     if args.model is None and args.weights is not None:
         raise ConfigError("--weights needs --model (the architecture the weights belong to).")
-
-
-def _cmd_siamese_eval(args: argparse.Namespace) -> int:
-    from jaxcnn.similarity.siamese import evaluate_workdir
-
-    reports = evaluate_workdir(
-        args.workdir, classes=tuple(args.classes) if args.classes else None, split=args.split,
-        n_ways=tuple(args.n_way), num_pairs=args.pairs, num_episodes=args.episodes,
-        seed=args.seed, baseline=not args.no_baseline,
-    )
-    for name, report in reports.items():
-        print(f"{name}:")
-        for line in report.lines():
-            print(f"  {line}")
-    return 0

@@ -1,7 +1,7 @@
 """A folder of images embedded once, searched many times.
 
 An index is a directory: `meta.json` (what made the embeddings: model, weights, layer, dim,
-preprocessing, image root; the committed parts with their image counts; a sha256 of its own
+transform, image root; the committed parts with their image counts; a sha256 of its own
 fields) and `part-NNNNN.npz` files (relative paths + float32 embeddings). Each part is
 written under a hidden temporary name, renamed, then committed by rewriting meta.json, so an
 interrupted `build_index` resumes where it stopped and re-running it embeds only new files.
@@ -30,9 +30,9 @@ from jaxcnn.errors import ConfigError, DatasetError, InputError
 from jaxcnn.similarity.search import topk
 
 FORMAT = "jaxcnn-similarity-index"
-VERSION = 1
+VERSION = 2  # 2: "transform" (was "preprocessing", mean/std on one scale)
 # Fields of the embedding description that must agree between an index and its queries.
-IDENTITY_KEYS = ("model", "weights", "layer", "dim", "preprocessing")
+IDENTITY_KEYS = ("model", "weights", "layer", "dim", "transform")
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class BuildReport:
 
 
 _META_KEYS = {"root": str, "model": str, "weights": str, "layer": str, "dim": int,
-              "preprocessing": dict}  # and "parts": {file: image count}, "sha256"
+              "transform": dict}  # and "parts": {file: image count}, "sha256"
 _PART = re.compile(r"part-(\d{5})\.npz")  # temporary files (".part-...tmp") never match
 
 
@@ -92,6 +92,10 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{index_dir} is not a jaxcnn similarity index (meta.json format "
                           f"{meta.get('format')!r}).")
+    if meta.get("version") != VERSION:
+        raise ConfigError(f"{index_dir} was built by another jaxcnn version (index format "
+                          f"{meta.get('version')}, this one reads {VERSION}); build it again "
+                          "with `jaxcnn index` into a new --out.")
     bad = [k for k, t in _META_KEYS.items() if not isinstance(meta.get(k), t)
            or isinstance(meta.get(k), bool)]
     if bad:

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcnn.data.pipeline import DATA_AXIS, make_mesh
 from jaxcnn.errors import InputError
 from jaxcnn.similarity.metrics import Metric, get_metric, real_array
 
@@ -79,21 +80,6 @@ def _check_pair(x: Any, y: Any, xname: str, yname: str) -> tuple[Any, Any]:
             "images to the same size)."
         )
     return x, y
-
-
-def _mesh(devices: Any) -> Mesh:
-    if devices is None:
-        devices = jax.devices()
-    try:
-        devices = list(devices)
-    except TypeError:
-        raise InputError(f"devices must be a list of jax devices; got {devices!r}.") from None
-    if not devices:
-        raise InputError("devices=[] leaves nothing to compute on; pass devices=None for all "
-                         "of jax.devices(), or a non-empty list of them.")
-    if not all(isinstance(d, jax.Device) for d in devices):
-        raise InputError(f"devices must be jax devices (from jax.devices()); got {devices!r}.")
-    return Mesh(np.array(devices), ("data",))
 
 
 def _matmul_dtype(dtype: Any) -> str | None:
@@ -164,7 +150,7 @@ def pairwise(
     x, y = _check_pair(x, x if y is None else y, "x", "y")
     n, dim = x.shape
     m = y.shape[0]
-    mesh = _mesh(devices)
+    mesh = make_mesh(devices)
     ndev = mesh.devices.size
     rows, cols = _chunk_shape(metric, n, m, dim, ndev, block_size)
     fn = _pairwise_fn(metric, mm_dtype, mesh)
@@ -210,12 +196,12 @@ def _pairwise_fn(metric: Metric, dtype: str | None, mesh: Mesh) -> Any:
         return metric.block(x, y, dtype)  # this device's rows against every column
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"), check_vma=False
+        local, mesh=mesh, in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS), check_vma=False
     )
     return jax.jit(
         sharded,
-        in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())),
-        out_shardings=NamedSharding(mesh, P("data")),
+        in_shardings=(NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())),
+        out_shardings=NamedSharding(mesh, P(DATA_AXIS)),
     )
 
 
@@ -253,7 +239,7 @@ def topk(
             f"k={k} is larger than the database ({n} vectors); ask for k <= {n}."
         )
     q = queries.shape[0]
-    mesh = _mesh(devices)
+    mesh = make_mesh(devices)
     ndev = mesh.devices.size
     local_n = -(-n // ndev)
     block = _block(block_size, 16384, local_n, dim, metric)
@@ -321,10 +307,10 @@ def _topk_fn(
         return sign * best, best_idx
 
     sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()), check_vma=False
+        local, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()), check_vma=False
     )
     return jax.jit(
         sharded,
-        in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))),
+        in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))),
         out_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P())),
     )

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -263,20 +262,6 @@ def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, *, n_ways: t
     return SiameseReport(acc, thr, shots, num_pairs, num_episodes)
 
 
-def embed_batches(apply: Callable[[np.ndarray], jax.Array], images: np.ndarray,
-                  batch_size: int = 256) -> np.ndarray:
-    """`apply` over `images` in fixed-size batches (last one padded: one compiled shape)."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - n, *chunk.shape[1:]),
-                                                    chunk.dtype)])
-        out.append(np.asarray(apply(chunk))[:n])
-    return np.concatenate(out)
-
-
 def evaluate_workdir(workdir: str, *, classes: tuple[int, ...] | None = None,
                      split: str = "test", n_ways: tuple[int, ...] = (2, 3, 5),
                      num_pairs: int = 2000, num_episodes: int = 2000, seed: int = 0,
@@ -284,13 +269,12 @@ def evaluate_workdir(workdir: str, *, classes: tuple[int, ...] | None = None,
     """Evaluate a siamese training workdir on `classes` of its dataset's `split` (default:
     the classes it did not train on, task_kwargs.train_classes), with the run's own
     preprocessing; `baseline` adds the same evaluation on raw pixels."""
-    from pathlib import Path
-
     from jaxcnn.data import load_data
+    from jaxcnn.rundir import RunDir
     from jaxcnn.similarity.features import FeatureExtractor, output_layer
-    from jaxcnn.similarity.weights import _read_config
 
-    config = _read_config(Path(workdir))
+    run = RunDir(workdir)
+    config, name = run.config(), run.info()["model"]
     splits = load_data(config["data"], seed=int(config.get("seed", 0)))
     source = getattr(splits, split)
     labels = np.asarray(source.arrays["label"])
@@ -302,11 +286,10 @@ def evaluate_workdir(workdir: str, *, classes: tuple[int, ...] | None = None,
         raise DatasetError(f"no {split} examples of classes {classes} in {splits.name}.")
     images = np.asarray(source.arrays["image"])[keep]
     labels = labels[keep]
-    name = config["model"]["name"]
     # What the task trained: the model's output, i.e. "logits" of a classifier used as an
     # embedding head, or the "embedding" of a model without a features dict.
     ext = FeatureExtractor(name, weights=workdir, layer=output_layer(name))
-    emb = ext.embed_arrays(ext.preprocessing.normalize(images))
+    emb = ext.embed_dataset(images)
     if config.get("task_kwargs", {}).get("normalize", True):
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     reports = {"siamese": evaluate_embeddings(emb, labels, n_ways=n_ways, num_pairs=num_pairs,

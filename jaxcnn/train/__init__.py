@@ -1,5 +1,6 @@
 """Training: `fit(config, workdir)`, the TrainState, pure compiled steps, tasks, optimizers
-and schedules from config, orbax checkpoints, logs and plots."""
+and schedules from config, transfer-learning policy, warm starts, orbax checkpoints, the
+loop's periodic actions, logs and plots."""
 
 from jaxcnn.train import (  # noqa: F401  (registers the "localization", "siamese" tasks)
     localization_task,
@@ -7,12 +8,13 @@ from jaxcnn.train import (  # noqa: F401  (registers the "localization", "siames
 )
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import default_config, validate_config
-from jaxcnn.train.init import load_init_variables, merge_variables, register_init_loader
-from jaxcnn.train.loop import Run, evaluate_checkpoint, fit, initial_state, lr_find, setup
+from jaxcnn.train.evaluate import confusion_matrix, evaluate_checkpoint
+from jaxcnn.train.loop import fit
+from jaxcnn.train.lr_finder import lr_find
 from jaxcnn.train.optim import decay_mask, make_optimizer, make_schedule
+from jaxcnn.train.run import Run, initial_state, setup
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import (
-    Preprocess,
     enable_compilation_cache,
     jit_eval_step,
     jit_train_step,
@@ -21,13 +23,14 @@ from jaxcnn.train.steps import (
     make_train_step,
 )
 from jaxcnn.train.tasks import Task, get_task, register_task
+from jaxcnn.train.warmstart import load_init_variables, merge_variables
 
 __all__ = [
     "Checkpointer",
-    "Preprocess",
     "Run",
     "Task",
     "TrainState",
+    "confusion_matrix",
     "create_state",
     "decay_mask",
     "default_config",
@@ -46,7 +49,6 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "merge_variables",
-    "register_init_loader",
     "register_task",
     "setup",
     "validate_config",

@@ -1,8 +1,9 @@
 """Checkpoints with orbax: a `CheckpointManager` in `workdir/checkpoints` that keeps the N
 latest steps AND the best by a validation metric (preservation policies `LatestN` +
-`BestN`), the config saved beside (`workdir/config.json`). Saves are atomic (orbax writes a
-temporary directory and renames it), so a killed save is never taken for the latest; a
-failed async save is re-raised as CheckpointError with the path and the reason."""
+`BestN`), with the config and what the run resolved saved beside (`workdir/config.json`,
+`workdir/run.json`; the layout, and reading it, is `jaxcnn.rundir`). Saves are atomic
+(orbax writes a temporary directory and renames it), so a killed save is never taken for the
+latest; a failed async save is re-raised as CheckpointError with the path and the reason."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 from jaxcnn.data.pipeline import replicated
 from jaxcnn.errors import CheckpointError
+from jaxcnn.rundir import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, item_handlers
 from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_state
 
 
@@ -51,7 +53,7 @@ class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, keep_best: bool = True,
                  best_metric: str = "accuracy", best_mode: str = "max",
                  async_save: bool = True, read_only: bool = False):
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         self.best_metric = best_metric
         get = lambda m: float(m[best_metric])
         policies: list[Any] = [ocm.LatestN(n=keep)]
@@ -69,12 +71,8 @@ class Checkpointer:
             read_only=read_only,
         )
         try:
-            # Handlers declared up front so a fresh manager can read metadata and restore.
-            self.manager = ocp.CheckpointManager(
-                self.directory, options=options,
-                item_handlers={"state": ocp.StandardCheckpointHandler(),
-                               "meta": ocp.JsonCheckpointHandler()},
-            )
+            self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                                 item_handlers=item_handlers())
         except OSError as err:
             raise CheckpointError(
                 f"cannot use checkpoint directory {self.directory}: {err.strerror or err}"
@@ -179,16 +177,19 @@ def _metadata_shapes(metadata: Any) -> dict[str, tuple]:
     return out
 
 
-def save_config(workdir: str | os.PathLike, config: Any) -> Path:
-    """Write the run's config beside the checkpoints (`workdir/config.json`)."""
-    path = Path(workdir) / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+def _atomic_write(path: Path, text: str) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 
 
-def load_config_json(workdir: str | os.PathLike) -> dict | None:
-    """The config saved by a previous run in `workdir`, as a dict (None if absent)."""
-    path = Path(workdir) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def save_config(workdir: str | os.PathLike, config: Any) -> Path:
+    """Write the run's config beside the checkpoints (`workdir/config.json`)."""
+    return _atomic_write(Path(workdir) / CONFIG_FILE,
+                         config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def save_run_info(workdir: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write what the run resolved (`workdir/run.json`, read by `jaxcnn.rundir.RunDir.info`)."""
+    return _atomic_write(Path(workdir) / RUN_FILE, json.dumps(info, indent=2, sort_keys=True))

@@ -98,11 +98,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.lr_find.steps = 100
 
     c.init = ml_collections.ConfigDict()
-    c.init.path = ""  # initial variables: "" = random init; see jaxcnn.train.init
+    c.init.path = ""  # "" = random init; "torchvision:NAME", a workdir or a .msgpack file
     c.init.reinit_head = False  # keep everything but a head of another shape
     c.init.extra = ml_collections.ConfigDict()
 
-    # Transfer learning (jaxcnn.pretrained.transfer): which stages train, at which rates.
+    # Transfer learning (jaxcnn.train.transfer): which stages train, at which rates.
     c.transfer = ml_collections.ConfigDict()
     c.transfer.freeze = "full"  # full | linear_probe (head only) | finetune_last
     c.transfer.last_stages = 1  # finetune_last: how many stages before the head train

@@ -43,6 +43,7 @@ class Localization(Task):
     best_metric = "mean_iou"
     best_mode = "max"
     batch_keys = ("boxes", "box_labels", "box_mask")
+    uses_num_classes = True
 
     def __init__(self, config: Any):
         super().__init__(config)

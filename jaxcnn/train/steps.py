@@ -6,7 +6,6 @@ number of devices)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -16,37 +15,15 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxcnn.data.augment import preprocess
+from jaxcnn.data.augment import Augment
 from jaxcnn.data.pipeline import batch_sharding, replicated
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.tasks import Task
 
 
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-    """Static on-device preprocessing settings (from config.data)."""
-
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (255.0,)
-    crop_padding: int = 0
-    flip: bool = False
-    cutout: int = 0
-
-    @classmethod
-    def from_config(cls, data: Any) -> Preprocess:
-        """Settings from a `config.data` block."""
-        return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
-                   int(data.cutout))
-
-    def __call__(self, rng: jax.Array | None, batch: dict, train: bool) -> dict:
-        return preprocess(rng, batch, mean=self.mean, std=self.std,
-                          crop_padding=self.crop_padding, flip=self.flip,
-                          cutout_size=self.cutout, train=train)
-
-
 def make_train_step(
     model: nn.Module, task: Task, tx: optax.GradientTransformationExtraArgs,
-    prep: Preprocess, steps_per_epoch: int,
+    augment: Augment, steps_per_epoch: int,
     freeze_stats: Callable[[Any, Any], Any] | None = None,
     eval_forward: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -57,7 +34,7 @@ def make_train_step(
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         # One key per step, from the state: reproducible and independent of device count.
         r_aug, r_drop = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        batch = prep(r_aug, batch, train=True)
+        batch = augment(r_aug, batch, train=True)
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict, Any]]:
             variables = dict(state.variables, params=params)
@@ -91,30 +68,30 @@ def make_train_step(
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
         new = new.replace(bad_step=jnp.where(ok | (state.bad_step >= 0), state.bad_step,
                                              state.step))
-        metrics = {"loss": loss, "grad_norm": grad_norm, **sums}
+        metrics = {**sums, "loss": loss, "grad_norm": grad_norm}  # the mean loss, not its sum
         return new, metrics
 
     return train_step
 
 
-def make_eval_step(model: nn.Module, task: Task, prep: Preprocess
+def make_eval_step(model: nn.Module, task: Task, augment: Augment
                    ) -> Callable[[TrainState, dict], dict]:
     """The pure evaluation step: metric sums over a (padded, weighted) batch."""
 
     def eval_step(state: TrainState, batch: dict) -> dict:
-        batch = prep(None, batch, train=False)
+        batch = augment(None, batch, train=False)
         outputs = model.apply(state.variables, *task.model_inputs(batch), train=False)
         return task.eval_metrics(outputs, batch)
 
     return eval_step
 
 
-def make_predict_step(model: nn.Module, task: Task, prep: Preprocess
+def make_predict_step(model: nn.Module, task: Task, augment: Augment
                       ) -> Callable[[TrainState, dict], jax.Array]:
     """Model outputs (logits) for a batch, in eval mode."""
 
     def predict_step(state: TrainState, batch: dict) -> jax.Array:
-        batch = prep(None, batch, train=False)
+        batch = augment(None, batch, train=False)
         out = model.apply(state.variables, *task.model_inputs(batch), train=False)
         return getattr(out, "logits", out)
 

@@ -49,6 +49,10 @@ class Task:
     best_mode = "max"
     # Keys a training batch must hold besides "image" (checked against the data at start-up).
     batch_keys: tuple[str, ...] = ()
+    # The model's head is sized by the dataset: num_classes = the number of classes.
+    uses_num_classes: bool = False
+    # The model's outputs are class scores: --eval_only adds a confusion matrix.
+    reports_confusion: bool = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -85,6 +89,8 @@ class Classification(Task):
     `ce(logits) + aux_weight * sum(ce(aux))`, as in Szegedy et al. (2014)."""
 
     batch_keys = ("label",)
+    uses_num_classes = True
+    reports_confusion = True
 
     def _ce(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         num_classes = logits.shape[-1]
@@ -185,6 +191,7 @@ class Segmentation(Task):
     accuracy and mean IoU over the classes present (foreground IoU when binary)."""
 
     batch_keys = ("mask",)
+    uses_num_classes = True
 
     def _per_pixel(self, logits: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = logits.astype(jnp.float32)

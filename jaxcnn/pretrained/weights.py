@@ -1,5 +1,6 @@
 """The weights registry: torchvision's ImageNet-1K checkpoints for the converted models, with
 the metadata of torchvision's multi-weight API (`Weights.url`, `.meta`, `.transforms()`).
+Mean and std are on jaxcnn's [0, 255] pixel scale (torchvision's values x 255).
 
 URLs, accuracies and parameter counts are copied from torchvision 0.29
 (`torchvision.models.get_model_weights(name).<WEIGHTS>.url / .meta`); the sha256 prefix is
@@ -15,8 +16,8 @@ import re
 from importlib import resources
 from typing import Any
 
+from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from jaxcnn.errors import UnknownModelError
-from jaxcnn.pretrained.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageClassification
 
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torchvision.hub's HASH_REGEX
 
@@ -65,9 +66,11 @@ class Weights:
             "std": self.std,
         }
 
-    def transforms(self) -> ImageClassification:
-        """The evaluation preprocessing these weights expect (PIL image or array -> HWC)."""
-        return ImageClassification(self.resize_size, self.crop_size, self.mean, self.std)
+    def transforms(self) -> EvalTransform:
+        """The evaluation transform these weights expect (torchvision's ImageClassification:
+        image -> normalized float32 HWC)."""
+        return EvalTransform((self.crop_size, self.crop_size), 3, self.mean, self.std,
+                         resize_size=self.resize_size)
 
 
 def _entry(model: str, name: str, url: str, acc1: float, acc5: float, num_params: int,

@@ -1,6 +1,7 @@
-"""Transfer learning: freeze policies, discriminative rates, frozen BatchNorm statistics,
-optimizer state only for trainable leaves, head replacement, the two-stage recipe, and the
-fixed-feature-extractor scenario (embeddings -> linear and k-NN classifiers)."""
+"""Transfer learning (jaxcnn.train.transfer): the families' group declarations, freeze
+policies, discriminative rates, frozen BatchNorm statistics, optimizer state only for
+trainable leaves, head replacement, the two-stage recipe, and the fixed-feature-extractor
+scenario (embeddings -> linear and k-NN classifiers)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from train_helpers import tiny_config
 
 from jaxcnn.errors import ConfigError
 from jaxcnn.models import abstract_variables, create_model
-from jaxcnn.pretrained.features import extract_embeddings, fit_classifiers
 from jaxcnn.pretrained.synthetic import synthetic_state_dict
-from jaxcnn.pretrained.transfer import (
+from jaxcnn.similarity.features import extract_embeddings, fit_classifiers
+from jaxcnn.train import default_config, fit, load_init_variables, setup
+from jaxcnn.train.transfer import (
     group_rates,
     make_tx_wrap,
     param_groups,
     stats_filter,
     trainable_groups,
 )
-from jaxcnn.train import default_config, fit, load_init_variables, setup
 
 
 def _config(freeze: str = "full", last_stages: int = 1, lr_slice: tuple = ()):
@@ -198,3 +199,27 @@ def test_two_stage_config_is_valid(stage: str) -> None:
     config = transfer_resnet18_cifar10.get_config(stage)
     validate_config(config)
     assert config.transfer.freeze == {"head": "linear_probe", "finetune": "full"}[stage]
+
+
+@pytest.mark.parametrize("name, kwargs, size", [
+    ("lenet5", {}, 32), ("small_cnn", {"width": 4}, 32), ("alexnet", {}, 63),
+    ("vgg11_bn", {}, 32), ("googlenet", {}, 32), ("mobilenet_v1", {"width_mult": 0.25}, 32),
+    ("mobilenet_v2", {"width_mult": 0.25}, 32), ("resnet18", {}, 32),
+])
+def test_every_family_declares_groups_that_cover_its_modules_head_last(name, kwargs, size):
+    """Each family's own declaration (group_matcher, head_name) places every top-level
+    module in exactly one group, in network order, with the classifier head last."""
+    model = create_model(name, **kwargs)
+    params = abstract_variables(model, (size, size, 1 if name == "lenet5" else 3))["params"]
+    groups = param_groups(model, params)
+    placed = [m for _, modules in groups for m in modules]
+    assert sorted(placed) == sorted(params) and len(set(placed)) == len(placed)
+    assert groups[-1][0] == "head" and model.head_name in groups[-1][1]
+    stages = [g for g, _ in groups if g.startswith(("stage", "layer"))]
+    assert stages == sorted(stages, key=lambda g: int(g[5:])) and len(stages) >= 3
+
+
+def test_models_without_groups_reject_freezing_with_a_config_error() -> None:
+    model = create_model("unet", num_classes=1)
+    with pytest.raises(ConfigError, match="declares no parameter groups"):
+        param_groups(model, {"enc1": {}})

@@ -1,0 +1,72 @@
+"""`evaluate_checkpoint` (--eval_only): the best checkpoint of a workdir (or a given step)
+on the test split: the task's metrics and, for class scores, the per-class confusion
+matrix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn.data.sources import Splits
+from jaxcnn.errors import CheckpointError
+from jaxcnn.train import monitor
+from jaxcnn.train.checkpoint import Checkpointer
+from jaxcnn.train.optim import make_optimizer
+from jaxcnn.train.run import Evaluator, Run, initial_state, setup
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.steps import make_eval_step, make_predict_step
+
+
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 [K, K]: entry (i, j) counts examples of class i predicted as class j."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(true), np.asarray(pred)), 1)
+    return matrix
+
+
+def _predictions(run: Run, state: TrainState, split: str) -> np.ndarray:
+    """The argmax class of every example of `split`."""
+    predictor = Evaluator(run, make_predict_step(run.model, run.task, run.augment))
+    preds = [np.asarray(jnp.argmax(predictor.call(state, batch), -1))
+             for batch in predictor.batches(split)]
+    return np.concatenate(preds)[:len(getattr(run.splits, split))]
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                        data: Splits | None = None, step: int | None = None) -> dict:
+    """Restore the best checkpoint (or `step`) and report the task's metrics on the test
+    split; for class scores also the per-class accuracy and the confusion matrix
+    (confusion.png, and eval.jsonl)."""
+    workdir = Path(workdir)
+    run = setup(config, data=data)
+    tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
+    state = initial_state(run, tx)
+    ckpt = Checkpointer(workdir, best_metric=run.task.best_metric, best_mode=run.task.best_mode,
+                        read_only=True)
+    try:
+        step = ckpt.best_step() if step is None else step
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint in {ckpt.directory}; train first with the same --workdir."
+            )
+        state, _ = ckpt.restore(step, state, run.mesh)
+    finally:
+        ckpt.manager.close()
+    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment))
+    result = {"step": step, **{f"test_{k}": v for k, v in evaluator.metrics(state, "test").items()}}
+    if run.task.reports_confusion:
+        k = run.splits.num_classes
+        matrix = confusion_matrix(run.splits.test.arrays["label"],
+                                  _predictions(run, state, "test"), k)
+        names = list(run.splits.class_names) or [str(i) for i in range(k)]
+        monitor.plot_confusion(matrix, names, workdir / "confusion.png")
+        result["confusion_matrix"] = matrix.tolist()
+        result["per_class_accuracy"] = {
+            names[i]: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i in range(k)}
+        result["confusion_plot"] = str(workdir / "confusion.png")
+    monitor.write_jsonl(workdir / "eval.jsonl", [result])
+    return result

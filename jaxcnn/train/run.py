@@ -1,0 +1,203 @@
+"""Everything a run builds from its config before the first compile (`setup` -> `Run`), the
+facts it resolved (`Run.info`, saved as run.json), its initial state, and the evaluator
+that runs a compiled eval step over a split. Shared by `fit`, `lr_find` and
+`evaluate_checkpoint`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxcnn.data.augment import Augment
+from jaxcnn.data.pipeline import (
+    check_batch_size,
+    eval_batches,
+    make_feeder,
+    make_mesh,
+    replicated,
+    steps_per_epoch,
+)
+from jaxcnn.data.sources import Splits, load_data
+from jaxcnn.errors import ConfigError
+from jaxcnn.models import create_model, get_model_spec, model_options
+from jaxcnn.train.config import check_image_size, validate_config
+from jaxcnn.train.state import TrainState, create_state
+from jaxcnn.train.steps import jit_eval_step
+from jaxcnn.train.tasks import Task, get_task
+from jaxcnn.train.warmstart import TORCHVISION, load_init_variables, merge_variables
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built from a config before the first compile."""
+
+    config: ml_collections.ConfigDict
+    mesh: jax.sharding.Mesh
+    splits: Splits
+    model: nn.Module
+    model_kwargs: dict[str, Any]  # what create_model got (num_classes, in_channels, ...)
+    task: Task
+    augment: Augment
+    steps_per_epoch: int
+    eval_batch_size: int
+    variables: dict
+
+    def on_device(self) -> str | bool:
+        """config.data.on_device as `make_feeder` takes it."""
+        on_device = self.config.data.on_device
+        return "auto" if on_device == "auto" else on_device == "on"
+
+    def info(self) -> dict[str, Any]:
+        """What this run resolved, for everything that later reads its workdir (run.json,
+        `jaxcnn.rundir.RunDir.info`): the model and the options it was built with (compute
+        dtype aside), the trained input shape and normalization, the class names and how
+        the best checkpoint is chosen."""
+        kwargs = {k: _plain(v) for k, v in self.model_kwargs.items() if k != "dtype"}
+        return {
+            "model": self.config.model.name,
+            "model_kwargs": kwargs,
+            "num_classes": self.splits.num_classes,
+            "input_shape": list(self.splits.train.image_shape),
+            "mean": list(self.config.data.mean),
+            "std": list(self.config.data.std),
+            "class_names": list(self.splits.class_names),
+            "dataset": self.splits.name,
+            "task": self.task.name,
+            "best_metric": self.task.best_metric,
+            "best_mode": self.task.best_mode,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDicts (nested model options) as plain dicts, for JSON."""
+    if isinstance(value, ml_collections.ConfigDict):
+        return value.to_dict()
+    return value
+
+
+def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
+          init_variables: dict | None = None) -> Run:
+    """Validate the config, load the data, build the model and its initial variables.
+    Every config and data error is raised here, before anything is compiled."""
+    validate_config(config)
+    mesh = make_mesh()
+    check_batch_size(config.data.batch_size, mesh)
+    eval_bs = config.data.eval_batch_size or config.data.batch_size
+    check_batch_size(eval_bs, mesh, "data.eval_batch_size")
+    spec = get_model_spec(config.model.name)
+    task = get_task(config.task or spec.task, config)
+    splits = data if data is not None else load_data(config.data, seed=config.seed)
+    missing = [k for k in task.batch_keys if k not in splits.train.arrays]
+    if missing:
+        raise ConfigError(
+            f"task {task.name!r} needs {missing} in every example; dataset {splits.name!r} "
+            f"has {sorted(splits.train.arrays)}."
+        )
+    spe = steps_per_epoch(len(splits.train), config.data.batch_size)
+    if spe == 0:
+        raise ConfigError(
+            f"data.batch_size={config.data.batch_size} is larger than the {len(splits.train)} "
+            "training examples; lower it."
+        )
+    channels = splits.train.image_shape[-1]
+    check_image_size(config, splits.train.image_shape[:2])
+    if len(config.data.mean) not in (1, channels):
+        raise ConfigError(
+            f"data.mean has {len(config.data.mean)} values but the images have {channels} "
+            "channel(s)."
+        )
+    kwargs = dict(config.model.kwargs)
+    if task.uses_num_classes and "num_classes" not in kwargs:
+        kwargs["num_classes"] = splits.num_classes
+    if "in_channels" in model_options(config.model.name) and "in_channels" not in kwargs:
+        kwargs["in_channels"] = channels  # the data decides: digits 1, CIFAR 3
+    if config.bf16:
+        kwargs["dtype"] = jnp.bfloat16  # compute only: param_dtype stays float32
+    model = create_model(config.model.name, **kwargs)
+    augment = Augment.from_config(config.data)
+    example = _example(splits, augment)
+    rngs = {"params": jax.random.PRNGKey(config.seed),
+            "dropout": jax.random.PRNGKey(config.seed + 1)}
+    # train=True creates the layers that only exist in training (auxiliary heads).
+    init = jax.jit(lambda r, b: model.init(r, *task.model_inputs(b), train=True),
+                   out_shardings=replicated(mesh))
+    variables = dict(init(rngs, example))
+    variables.setdefault("batch_stats", {})
+    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    loaded = init_variables
+    if loaded is None and config.init.path:
+        loaded = load_init_variables(config.init.path, config)
+    if loaded is not None:
+        # ImageNet weights for another number of classes: keep the backbone, fresh head.
+        reinit = config.init.reinit_head or config.init.path.startswith(TORCHVISION)
+        merged = merge_variables(variables, loaded, reinit_head=reinit,
+                                 where=config.init.path or "passed to fit()")
+        variables = jax.device_put(merged, replicated(mesh))
+    return Run(config, mesh, splits, model, kwargs, task, augment, spe, eval_bs, variables)
+
+
+def _example(splits: Splits, augment: Augment) -> dict:
+    """Two augmented (eval-mode) training examples: shapes for init and eval_shape."""
+    batch = {k: jnp.asarray(v) for k, v in splits.train.take(np.arange(2)).items()}
+    return augment(None, batch, train=False)
+
+
+def sum_keys(run: Run) -> tuple[str, ...]:
+    """The metric sums the task's training loss returns (the keys of TrainState.sums)."""
+
+    def sums(variables: dict, batch: dict) -> dict:
+        out, _ = run.model.apply(variables, *run.task.model_inputs(batch), train=True,
+                                 rngs={"dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
+        return run.task.loss(out, batch)[1]
+
+    return tuple(sorted(jax.eval_shape(sums, run.variables, _example(run.splits, run.augment))))
+
+
+def initial_state(run: Run, tx: optax.GradientTransformation, mesh: Any = None) -> TrainState:
+    """A fresh TrainState from `run`'s initial variables, replicated on `mesh` (or run.mesh)."""
+    variables = jax.device_get(run.variables) if mesh is not None else run.variables
+    state = create_state(variables, tx, run.config.seed, sum_keys(run))
+    return jax.device_put(state, replicated(run.mesh if mesh is None else mesh))
+
+
+class Evaluator:
+    """Runs a compiled eval (or predict) step over a split, compiled once on its first batch."""
+
+    def __init__(self, run: Run, step_fn: Callable):
+        self.run = run
+        self.jitted = jit_eval_step(step_fn, run.mesh)
+        self.compiled = None
+        self.compile_seconds = 0.0
+        self.feeders: dict[str, Any] = {}
+
+    def batches(self, split: str) -> Iterator[dict]:
+        """Padded, weighted eval batches of `split` (valid or test)."""
+        source = getattr(self.run.splits, split)
+        if split not in self.feeders:
+            self.feeders[split] = make_feeder(source, self.run.mesh, self.run.on_device())
+        return eval_batches(self.feeders[split], len(source), self.run.eval_batch_size)
+
+    def call(self, state: TrainState, batch: dict) -> Any:
+        """The compiled step on one batch."""
+        if self.compiled is None:
+            t0 = time.perf_counter()
+            self.compiled = self.jitted.lower(state, batch).compile()
+            self.compile_seconds = time.perf_counter() - t0
+        return self.compiled(state, batch)
+
+    def metrics(self, state: TrainState, split: str) -> dict[str, float]:
+        """Summarized metrics of the whole split."""
+        total = None
+        for batch in self.batches(split):
+            out = jax.device_get(self.call(state, batch))
+            total = out if total is None else {k: total[k] + out[k] for k in out}
+        return self.run.task.summarize(total)
