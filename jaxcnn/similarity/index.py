@@ -62,8 +62,8 @@ class BuildReport:
     total: int
 
 
-_META_KEYS = {"root": str, "model": str, "weights": str, "layer": str, "dim": int,
-              "transform": dict}  # and "parts": {file: image count}, "sha256"
+_META_KEYS = {"version": int, "root": str, "model": str, "weights": str, "layer": str,
+              "dim": int, "transform": dict}  # and "parts": {file: image count}, "sha256"
 _PART = re.compile(r"part-(\d{5})\.npz")  # temporary files (".part-...tmp") never match
 
 
@@ -92,7 +92,7 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{index_dir} is not a jaxcnn similarity index (meta.json format "
                           f"{meta.get('format')!r}).")
-    if meta.get("version") != VERSION:
+    if isinstance(meta.get("version"), int) and meta["version"] != VERSION:
         raise ConfigError(f"{index_dir} was built by another jaxcnn version (index format "
                           f"{meta.get('version')}, this one reads {VERSION}); build it again "
                           "with `jaxcnn index` into a new --out.")
