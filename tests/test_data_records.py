@@ -50,6 +50,7 @@ def test_prepare_round_trips_encoded_bytes_labels_and_names(tree, records):
         assert name.split("/")[1] == CLASSES[label]
         seen.add(name)
     assert "train/ant/000.jpg" in seen and len(seen) == 21
+    assert src.labels.tolist() == [src[i][1] for i in range(len(src))]
     on_disk = json.loads((out / METADATA).read_text())
     assert on_disk["splits"]["train"]["num_skipped"] == 2
     reasons = dict(on_disk["splits"]["train"]["skipped"])

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxcnn.errors import DatasetError
 
 METADATA = "jaxcnn_records.json"
@@ -92,7 +94,7 @@ def _write_shard(root: str, out: str, task: _ShardTask) -> dict:
 
     final = Path(out) / task.relpath
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    skipped, count = [], 0
+    skipped, labels = [], []
     writer = ArrayRecordWriter(str(tmp), "group_size:1")
     try:
         for rel, label in task.files:
@@ -106,11 +108,11 @@ def _write_shard(root: str, out: str, task: _ShardTask) -> dict:
                 skipped.append((rel, why))
                 continue
             writer.write(encode_record(data, label, rel))
-            count += 1
+            labels.append(label)
     finally:
         writer.close()
-    summary = {"file": task.relpath, "num_examples": count, "bytes": tmp.stat().st_size,
-               "skipped": skipped}
+    summary = {"file": task.relpath, "num_examples": len(labels), "bytes": tmp.stat().st_size,
+               "skipped": skipped, "labels": labels}
     side = final.with_name(final.name + ".json")
     side_tmp = side.with_name(side.name + f".tmp-{os.getpid()}")
     side_tmp.write_text(json.dumps(summary))
@@ -248,8 +250,11 @@ def prepare(
                 f"no readable image in {root / s}: all {totals[s]} file(s) failed to decode"
                 f"{example}. Fix or replace the files, then rerun the same command."
             )
+        labels = np.array([label for sh in shards for label in sh["labels"]], np.int32)
+        np.save(outdir / s / "labels.npy", labels)  # before the metadata marks the run done
         meta["splits"][s] = {
             "num_examples": n, "num_skipped": len(skipped), "skipped": skipped[:100],
+            "labels": f"{s}/labels.npy",
             "shards": [{k: sh[k] for k in ("file", "num_examples", "bytes")} for sh in shards],
         }
     tmp = meta_path.with_name(METADATA + ".tmp")
@@ -288,6 +293,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if meta.get("format") != FORMAT:
         raise DatasetError(f"{meta_path} is not a jaxcnn record directory's metadata.")
     for split, info in meta["splits"].items():
+        if not (root / info["labels"]).exists():
+            raise DatasetError(f"{root / info['labels']} is missing (the labels of split "
+                               f"{split!r}); restore it or re-run `jaxcnn prepare`.")
         for shard in info["shards"]:
             f = root / shard["file"]
             if not f.exists():
@@ -323,12 +331,13 @@ class RecordSource:
         for shard in self.shards:
             self._starts.append(self._starts[-1] + shard["num_examples"])
         self._source: Any = None
+        self._labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self._starts[-1]
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_source": None}
+        return {**self.__dict__, "_source": None, "_labels": None}
 
     def _open(self) -> Any:
         if self._source is None:
@@ -354,6 +363,22 @@ class RecordSource:
                 "is corrupt or truncated. Re-run `jaxcnn prepare` into a fresh directory."
             ) from None
         return decode_record(record, self.where(int(index)))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every record's label, in record order (int32 [N]; from the split's labels.npy)."""
+        if self._labels is None:
+            path = self.root / self.meta["splits"][self.split]["labels"]
+            try:
+                labels = np.load(path)
+            except (OSError, ValueError) as err:
+                raise DatasetError(
+                    f"cannot read {path} ({err}); re-run `jaxcnn prepare`.") from None
+            if labels.shape != (len(self),):
+                raise DatasetError(f"{path} holds {labels.shape} labels for {len(self)} records; "
+                                   "re-run `jaxcnn prepare` into a fresh directory.")
+            self._labels = labels
+        return self._labels
 
     @property
     def class_names(self) -> tuple[str, ...]:
