@@ -255,15 +255,37 @@ class EvalRows:
         return out
 
 
-def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    shapes = {e["image"].shape for e in examples}
-    if len(shapes) > 1:
-        raise DatasetError(
-            f"images of one batch have different sizes {sorted(shapes)[:4]}; set "
-            "config.data.image_size (and data.eval_resize) so every image is cropped or resized "
-            "to one size."
-        )
-    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """grain's batch function: stack examples into one array per key, checking that the
+    images agree in size; in a worker process, straight into shared memory, so the batch
+    crosses to the main process without another copy."""
+
+    shared_memory: bool = False
+
+    def __call__(self, examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        shapes = {e["image"].shape for e in examples}
+        if len(shapes) > 1:
+            raise DatasetError(
+                f"images of one batch have different sizes {sorted(shapes)[:4]}; set "
+                "config.data.image_size (and data.eval_resize) so every image is cropped or "
+                "resized to one size."
+            )
+        out = {}
+        for key in examples[0]:
+            first = np.asarray(examples[0][key])
+            buffer = _shared_array((len(examples), *first.shape), first.dtype) \
+                if self.shared_memory else None
+            out[key] = np.stack([e[key] for e in examples], out=buffer)
+        return out
+
+
+def _shared_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    try:  # grain's own shared-memory array (what its workers copy batches into otherwise)
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+    except ImportError:
+        return None
+    return SharedMemoryArray(shape, dtype=dtype)
 
 
 def state_for_position(position: int, workers: int) -> dict:
@@ -309,7 +331,8 @@ class BatchStream:
         self.rows = rows
         self.workers = workers
         per = rows.layout.per_process
-        ds = grain.MapDataset.source(rows).batch(per, drop_remainder=True, batch_fn=_stack)
+        ds = grain.MapDataset.source(rows).batch(per, drop_remainder=True,
+                                                  batch_fn=Stack(shared_memory=workers > 0))
         if repeat:
             ds = ds.repeat()
         self.num_batches = len(rows) // per
@@ -363,9 +386,7 @@ class BatchStream:
                     "config.data.workers or the batch size."
                 ) from None
             raise
-        # Out of grain's shared memory into plain arrays: the segment is freed at once and
-        # nothing is left for the interpreter's exit to clean up.
-        return {k: np.array(v) for k, v in batch.items()}
+        return batch  # from worker processes: arrays in shared memory, freed when dropped
 
     def close(self) -> None:
         """Stop the worker processes."""
