@@ -1,6 +1,6 @@
 """jaxcnn: classic convolutional networks in JAX/Flax.
 
-The public API: `create_model`, `list_models`, `count_params`, plus the subpackages
+The public API: `create_model`, `list_models`, `count_params`, `summary`, plus the subpackages
 `jaxcnn.train`, `jaxcnn.data`, `jaxcnn.pretrained` and `jaxcnn.similarity`.
 """
 
@@ -15,11 +15,14 @@ from jaxcnn.errors import (
     UnknownModelError,
 )
 from jaxcnn.models import (
+    conv_output_size,
     count_params,
     create_model,
     get_model_spec,
     init_variables,
     list_models,
+    receptive_field,
+    summary,
 )
 
 __version__ = "0.1.0"
@@ -42,10 +45,13 @@ __all__ = [
     "OfflineError",
     "TrainingError",
     "UnknownModelError",
+    "conv_output_size",
     "count_params",
     "create_model",
     "get_model_spec",
     "init_variables",
     "list_models",
     "predict",
+    "receptive_field",
+    "summary",
 ]

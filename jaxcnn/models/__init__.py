@@ -14,6 +14,7 @@ from jaxcnn.models import (  # noqa: F401  (importing a family registers its mod
     unet,
     vgg,
 )
+from jaxcnn.models.layers import conv_output_size
 from jaxcnn.models.registry import (
     ModelSpec,
     abstract_variables,
@@ -25,15 +26,21 @@ from jaxcnn.models.registry import (
     model_options,
     register_model,
 )
+from jaxcnn.models.summary import LayerRow, Summary, receptive_field, summary
 
 __all__ = [
+    "LayerRow",
     "ModelSpec",
+    "Summary",
     "abstract_variables",
+    "conv_output_size",
     "count_params",
     "create_model",
     "get_model_spec",
     "init_variables",
     "list_models",
     "model_options",
+    "receptive_field",
     "register_model",
+    "summary",
 ]

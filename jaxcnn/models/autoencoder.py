@@ -7,7 +7,8 @@
 
 Keras reports 140,850 parameters of which 256 are BN running statistics: here `params` holds
 140,594 values and `batch_stats` 256. Keras defaults are kept (Glorot-uniform kernels, BN eps
-1e-3; BN momentum is PyTorch's 0.1 as everywhere in jaxcnn). `__call__` returns the sigmoid
+1e-3; BN momentum is PyTorch's 0.1 and running variances are updated with the unbiased batch
+variance, as everywhere in jaxcnn: `layers.BatchNorm`). `__call__` returns the sigmoid
 reconstruction in [0, 1]; `features(...)["logits"]` holds the pre-sigmoid values for a
 numerically stable binary cross-entropy.
 """
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.models.layers import BN_MOMENTUM, Dtype, check_input, flatten
+from jaxcnn.models.layers import BN_MOMENTUM, BatchNorm, Dtype, check_input, flatten
 from jaxcnn.models.registry import register_model
 
 IMAGE_SIZE = 28
@@ -60,7 +61,7 @@ class ConvAutoencoder(nn.Module):
             dtype=self.dtype, param_dtype=self.param_dtype,
         )  # fmt: skip
         bn = partial(
-            nn.BatchNorm, momentum=BN_MOMENTUM, epsilon=1e-3, dtype=self.dtype,
+            BatchNorm, momentum=BN_MOMENTUM, epsilon=1e-3, dtype=self.dtype,
             param_dtype=self.param_dtype,
         )  # fmt: skip
         self.conv1 = conv(32, padding="VALID")

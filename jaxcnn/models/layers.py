@@ -1,6 +1,7 @@
 """Blocks shared by several families, written to match PyTorch's semantics exactly
-(padding, ceil-mode pooling, adaptive pooling, LRN, BatchNorm momentum) so that converted
-torchvision weights give the same outputs."""
+(padding, ceil-mode pooling, adaptive pooling, LRN, BatchNorm momentum and running
+statistics) so that converted torchvision weights give the same outputs and fine-tune the
+same way."""
 
 from __future__ import annotations
 
@@ -25,12 +26,76 @@ Dtype = Any
 BN_MOMENTUM = 0.9
 
 
+class BatchNorm(nn.Module):
+    """`torch.nn.BatchNorm2d` over the last axis, running statistics included: training
+    normalizes with the batch mean and BIASED variance, and updates `running_var` with the
+    UNBIASED one, var * n / (n - 1) for n values per channel (torch's `batch_norm` kernel;
+    flax's `nn.BatchNorm` uses the biased one). `momentum` is flax's (0.9 = torch's 0.1).
+
+    n is the number of reduced values per channel of the whole batch: under `jax.jit` with a
+    sharded batch that is the global batch; with `axis_name` (pmap / shard_map) the local
+    count times the axis size. Variables and their names are flax's: params `scale`, `bias`,
+    batch_stats `mean`, `var` (float32). Statistics are computed in float32 as flax does
+    (fast variance E[x^2] - E[x]^2, clipped at 0), and not updated at init."""
+
+    use_running_average: bool | None = None
+    momentum: float = BN_MOMENTUM
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    bias_init: Callable[..., jax.Array] = nn.initializers.zeros
+    scale_init: Callable[..., jax.Array] = nn.initializers.ones
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
+        features = x.shape[-1]
+        axes = tuple(range(x.ndim - 1))
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+            mean, mean2 = x32.mean(axes), jnp.square(x32).mean(axes)
+            count = math.prod(x.shape[:-1])
+            if self.axis_name is not None and not self.is_initializing():
+                mean, mean2 = jax.lax.pmean((mean, mean2), self.axis_name)
+                count *= jax.lax.psum(1, self.axis_name)
+            var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+            if not self.is_initializing():
+                # n == 1 has a zero biased variance; torch refuses it, the factor is moot.
+                unbiased = var * (count / jnp.maximum(count - 1, 1))
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+        # flax's `_normalize`, step for step, so eval-mode outputs are unchanged bit for bit.
+        bshape = (1,) * (x.ndim - 1) + (features,)
+        y = x - mean.reshape(bshape)
+        mul = jax.lax.rsqrt(var.reshape(bshape) + self.epsilon)
+        args = [x]
+        if self.use_scale:
+            scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+            mul = mul * scale.reshape(bshape)
+            args.append(scale)
+        y = y * mul
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (features,), self.param_dtype)
+            y = y + bias.reshape(bshape)
+            args.append(bias)
+        return jnp.asarray(y, self.dtype or jnp.result_type(*args))
+
+
 def batch_norm(
     train: bool, *, dtype: Dtype, param_dtype: Dtype, epsilon: float = 1e-5
-) -> Callable[..., nn.BatchNorm]:
+) -> Callable[..., BatchNorm]:
     """BatchNorm factory with PyTorch's defaults; statistics in the `batch_stats` collection."""
     return functools.partial(
-        nn.BatchNorm,
+        BatchNorm,
         use_running_average=not train,
         momentum=BN_MOMENTUM,
         epsilon=epsilon,
@@ -77,11 +142,51 @@ def check_input(
         )
 
 
+def conv_output_size(
+    size: int | tuple[int, ...],
+    kernel: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int | tuple[int, int], ...] = 0,
+    dilation: int | tuple[int, ...] = 1,
+) -> int | tuple[int, ...]:
+    """Output size of a convolution or pooling window, floor((M + 2P - K) / S) + 1 per axis
+    (K -> D (K - 1) + 1 when dilated; a (low, high) padding pair adds low + high). Each
+    argument is one int or one value per axis; returns an int for an int `size`."""
+    axes = len(size) if isinstance(size, tuple | list) else 1
+
+    def per_axis(value: Any, what: str) -> list:
+        values = list(value) if isinstance(value, tuple | list) else [value] * axes
+        if len(values) != axes:
+            raise InputError(
+                f"conv_output_size: {what} has {len(values)} values for {axes} axes; give "
+                f"one int or one value per axis."
+            )
+        return values
+
+    out = []
+    for m, k, s, p, d in zip(
+        per_axis(size, "size"), per_axis(kernel, "kernel"), per_axis(stride, "stride"),
+        per_axis(padding, "padding"), per_axis(dilation, "dilation"), strict=True,
+    ):  # fmt: skip
+        low, high = (p, p) if isinstance(p, int) else p
+        span = m + low + high - (d * (k - 1) + 1)
+        if s < 1 or span < 0:
+            raise InputError(
+                f"conv_output_size: a {k}-wide window (dilation {d}) does not fit an input of "
+                f"{m} with padding ({low}, {high}) and stride {s}; pad more or use a smaller "
+                f"kernel (the stride must be >= 1)."
+            )
+        out.append(span // s + 1)
+    return out[0] if not isinstance(size, tuple | list) else tuple(out)
+
+
 def _pool_out_size(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
     """PyTorch's pooling output size, including its ceil-mode rule that the last window
     must start inside the input or the left padding."""
     span = size + 2 * padding - window
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    out = math.ceil(span / stride) + 1 if ceil_mode else conv_output_size(
+        size, window, stride, padding
+    )
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
     return out
@@ -108,15 +213,19 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
     floor(i*H/out) .. ceil((i+1)*H/out), also when H is not a multiple of out."""
     _, height, width, _ = x.shape
     out_h, out_w = output_size
-    if (out_h, out_w) == (1, 1):
-        return jnp.mean(x, axis=(1, 2), keepdims=True)
-    if height % out_h == 0 and width % out_w == 0:
-        kh, kw = height // out_h, width // out_w
-        return nn.avg_pool(x, (kh, kw), (kh, kw))
-    rows = _adaptive_matrix(height, out_h)  # [out_h, H]
-    cols = _adaptive_matrix(width, out_w)  # [out_w, W]
-    y = jnp.einsum("ph,nhwc->npwc", rows.astype(x.dtype), x)
-    return jnp.einsum("qw,npwc->npqc", cols.astype(x.dtype), y)
+    if (height, width) == (out_h, out_w):  # one value per cell: the identity
+        return x
+    # One named scope: `jaxcnn.summary` reports the pool as one layer, however computed.
+    with jax.named_scope("adaptive_avg_pool"):
+        if (out_h, out_w) == (1, 1):
+            return jnp.mean(x, axis=(1, 2), keepdims=True)
+        if height % out_h == 0 and width % out_w == 0:
+            kh, kw = height // out_h, width // out_w
+            return nn.avg_pool(x, (kh, kw), (kh, kw))
+        rows = _adaptive_matrix(height, out_h)  # [out_h, H]
+        cols = _adaptive_matrix(width, out_w)  # [out_w, W]
+        y = jnp.einsum("ph,nhwc->npwc", rows.astype(x.dtype), x)
+        return jnp.einsum("qw,npwc->npqc", cols.astype(x.dtype), y)
 
 
 def _adaptive_matrix(size: int, out: int) -> np.ndarray:
@@ -205,14 +314,16 @@ class Classifier(nn.Module):
 
 class ConvBNAct(nn.Module):
     """Conv (no bias) + BatchNorm + activation: torchvision's `BasicConv2d` and
-    `Conv2dNormActivation`."""
+    `Conv2dNormActivation` (`norm=None`: conv + activation only; `dilation` > 1: a dilated,
+    "atrous" conv whose same-padding is dilation * (kernel - 1) // 2, as torchvision's)."""
 
     features: int
     kernel_size: int = 3
     strides: int = 1
     padding: int | None = None  # None: "same" padding for odd kernels, as torchvision
     groups: int = 1
-    norm: ModuleDef = nn.BatchNorm
+    dilation: int = 1
+    norm: ModuleDef | None = BatchNorm
     act: Callable[[jax.Array], jax.Array] | None = nn.relu
     kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
     dtype: Dtype = jnp.float32
@@ -220,12 +331,13 @@ class ConvBNAct(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        pad = (self.kernel_size - 1) // 2 if self.padding is None else self.padding
+        pad = (self.kernel_size - 1) // 2 * self.dilation if self.padding is None else self.padding
         x = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),
             (self.strides, self.strides),
             padding=((pad, pad), (pad, pad)),
+            kernel_dilation=(self.dilation, self.dilation),
             feature_group_count=self.groups,
             use_bias=False,
             kernel_init=self.kernel_init,
@@ -233,7 +345,8 @@ class ConvBNAct(nn.Module):
             param_dtype=self.param_dtype,
             name="conv",
         )(x)
-        x = self.norm(name="bn")(x)
+        if self.norm is not None:
+            x = self.norm(name="bn")(x)
         return x if self.act is None else self.act(x)
 
 

@@ -5,9 +5,12 @@ conv, shortcuts are identities except where the shape changes (then conv1x1 + BN
 (torchvision's default `zero_init_residual=False`). Also Wide ResNet (Zagoruyko & Komodakis,
 2016) and ResNeXt (Xie et al., 2017) through `groups` and `width_per_group`.
 
-Two options beyond torchvision: `stem="cifar"` (3x3 stride-1 stem and no max-pool, for 32x32
-inputs, as in section 4.2 of the paper) and `skip=False` (the "plain" network of the same
-depth, with no shortcut at all, for the paper's degradation experiment).
+Three options beyond torchvision: `stem="cifar"` (3x3 stride-1 stem and no max-pool, for
+32x32 inputs, as in section 4.2 of the paper), `skip=False` (the "plain" network of the same
+depth, with no shortcut at all, for the paper's degradation experiment) and
+`stride_in_1x1=True` (the paper's v1 bottleneck, as its Caffe release: the stride on the first
+1x1 conv, so the 3x3 runs at the lower resolution; Table 1's 3.8 / 7.6 / 11.3 x 10^9
+multiply-adds for ResNet-50/101/152, against v1.5's 4.1 / 7.8 / 11.5). Same parameters.
 
 Submodule names mirror torchvision's state_dict so conversion is mechanical:
 `layer1.0.downsample.1.running_mean` -> `batch_stats/layer1_0/downsample_1/mean`.
@@ -75,7 +78,8 @@ def _shortcut(
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34); `filters` output channels."""
+    """Two 3x3 convs (ResNet-18/34); `filters` output channels. The stride is on the first
+    conv in v1 and v1.5 alike (`stride_in_1x1` changes nothing here)."""
 
     filters: int
     conv: ModuleDef
@@ -84,6 +88,7 @@ class BasicBlock(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     skip: bool = True
+    stride_in_1x1: bool = False
 
     expansion: ClassVar[int] = 1
 
@@ -106,7 +111,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (stride here: v1.5), 1x1 expand to `4 * filters` channels."""
+    """1x1 reduce, 3x3 (stride here: v1.5; on the 1x1 with `stride_in_1x1`: v1), 1x1 expand
+    to `4 * filters` channels."""
 
     filters: int
     conv: ModuleDef
@@ -115,6 +121,7 @@ class Bottleneck(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     skip: bool = True
+    stride_in_1x1: bool = False
 
     expansion: ClassVar[int] = 4
 
@@ -122,9 +129,10 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         width = int(self.filters * (self.width_per_group / 64.0)) * self.groups
         out_features = self.filters * self.expansion
-        y = self.conv(width, 1, name="conv1")(x)
+        s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        y = self.conv(width, 1, s1, name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
-        y = self.conv(width, 3, self.strides, groups=self.groups, name="conv2")(y)
+        y = self.conv(width, 3, s3, groups=self.groups, name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y))
         y = self.conv(out_features, 1, name="conv3")(y)
         y = self.norm(name="bn3")(y)
@@ -145,6 +153,7 @@ class ResNet(Classifier):
     width_per_group: int = 64
     stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "cifar": 3x3/1 conv
     skip: bool = True  # False: the "plain" network, no shortcuts at all
+    stride_in_1x1: bool = False  # True: the paper's v1 bottleneck (see the module docstring)
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -183,6 +192,7 @@ class ResNet(Classifier):
                     groups=self.groups,
                     width_per_group=self.width_per_group,
                     skip=self.skip,
+                    stride_in_1x1=self.stride_in_1x1,
                     conv=conv,
                     norm=norm,
                     name=f"layer{i + 1}_{j}",
