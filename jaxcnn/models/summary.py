@@ -71,7 +71,15 @@ _POOL_NAMES = {
     "reduce_window_sum": "sum_pool", "reduce_window": "pool",
 }  # fmt: skip
 _CALL_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
-_FRIENDLY = {"logistic": "sigmoid"}  # jax primitive -> layer name
+# Elementwise primitives named in a row's label ("+relu") by their layer name; _PLAIN ones are
+# the arithmetic inside activations and normalizations, and layout changes.
+_FRIENDLY = {"logistic": "sigmoid", "erf": "gelu", "erfc": "gelu"}
+_PLAIN = {
+    "add", "sub", "mul", "div", "neg", "max", "min", "integer_pow", "sqrt", "rsqrt", "square",
+    "convert_element_type", "copy", "copy_p", "broadcast_in_dim", "squeeze", "expand_dims",
+    "select_n", "stop_gradient", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not",
+    "sign", "abs", "exp", "log", "slice", "transpose", "gather", "dynamic_slice", "clamp",
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,7 +584,9 @@ class _Walker:
         if not acts:
             return
         name = eqn.primitive.name
-        if name in _OWN_ROW or (name in _BINARY and len(acts) >= 2) or (
+        # Two operands from different rows (x + shortcut) make a layer; x * sigmoid(x) does not.
+        sources = {self.producer.get(v) for v in acts}
+        if name in _OWN_ROW or (name in _BINARY and len(sources) >= 2) or (
             sub is None and _nested(eqn)
         ):
             row = self.new_row(eqn, call, (), acts)
@@ -644,15 +654,19 @@ class _Walker:
             return
         row = self.rows[row_index]
         name = _call_name(eqn) if sub is not None else eqn.primitive.name
-        if acts[0] is row.last:
-            if name == "div" and row.kind.startswith(("sum_pool", "global_sum")):
-                row.kind = row.kind.replace("sum", "avg", 1)
-            elif name == "div" and row.kind == "reduce_sum":
-                row.kind = "mean"
-            elif name not in ("convert_element_type", "copy", "copy_p", "div", "mul", "add", "sub",
-                              "broadcast_in_dim", "squeeze", "expand_dims"):  # fmt: skip
-                row.fused.append(_FRIENDLY.get(name, name))
-            row.last = eqn.outvars[0] if eqn.outvars else row.last
+        if name == "max" and any(isinstance(v, Literal) and v.val == 0 for v in eqn.invars):
+            name = "relu"
+        if name == "div" and acts[0] is row.last and row.kind.startswith(("sum_pool",
+                                                                            "global_sum")):
+            row.kind = row.kind.replace("sum", "avg", 1)
+        elif name == "div" and acts[0] is row.last and row.kind == "reduce_sum":
+            row.kind = "mean"
+        elif name not in _PLAIN:
+            name = _FRIENDLY.get(name, name)
+            if not row.fused or row.fused[-1] != name:
+                row.fused.append(name)
+        if any(v is row.last for v in acts) and eqn.outvars:
+            row.last = eqn.outvars[0]
         for v in eqn.outvars:
             self.producer[v] = row_index
 
