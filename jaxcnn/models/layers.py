@@ -194,18 +194,21 @@ def _pool_out_size(size: int, window: int, stride: int, padding: int, ceil_mode:
 
 def max_pool(
     x: jax.Array,
-    window: int,
-    stride: int,
-    padding: int = 0,
+    window: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int] = 0,
     ceil_mode: bool = False,
 ) -> jax.Array:
-    """`torch.nn.MaxPool2d(window, stride, padding, ceil_mode)` on NHWC input."""
+    """`torch.nn.MaxPool2d(window, stride, padding, ceil_mode)` on NHWC input; each of
+    window, stride and padding is one int or an (H, W) pair, as in torch."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    windows, strides, paddings = pair(window), pair(stride), pair(padding)
     pads = []
-    for size in x.shape[1:3]:
-        out = _pool_out_size(size, window, stride, padding, ceil_mode)
-        extra = max(0, (out - 1) * stride + window - size - 2 * padding)
-        pads.append((padding, padding + extra))
-    return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+    for size, k, s, p in zip(x.shape[1:3], windows, strides, paddings, strict=True):
+        out = _pool_out_size(size, k, s, p, ceil_mode)
+        extra = max(0, (out - 1) * s + k - size - 2 * p)
+        pads.append((p, p + extra))
+    return nn.max_pool(x, windows, strides, padding=pads)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:

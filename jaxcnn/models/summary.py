@@ -52,7 +52,7 @@ import numpy as np
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
 
 from jaxcnn.errors import InputError
-from jaxcnn.models.registry import get_model_spec
+from jaxcnn.models.registry import create_model, get_model_spec
 
 _MARK = "jaxcnn.summary#"  # name-scope prefix of one intercepted module call
 
@@ -236,8 +236,6 @@ class _Row:
 def _resolve(model: nn.Module | str | Sequence[Any], input_shape: Sequence[int] | None
              ) -> tuple[nn.Module, str, tuple[int, ...]]:  # fmt: skip
     if isinstance(model, str):
-        from jaxcnn.models.registry import create_model
-
         spec = get_model_spec(model)
         return create_model(model), model, tuple(input_shape or spec.input_shape)
     if not isinstance(model, nn.Module):
@@ -277,8 +275,9 @@ def _trace(model: nn.Module, variables: dict, x: jax.ShapeDtypeStruct
         if context.method_name == "setup":
             return next_fun(*args, **kwargs)
         k = len(calls)
+        # A Sequential is a container, never a layer, even when it holds only functions.
         calls.append(_Call(tuple(context.module.path), type(context.module).__name__,
-                           context.method_name))  # fmt: skip
+                           context.method_name, leaf=not isinstance(context.module, nn.Sequential)))
         if stack:
             calls[stack[-1]].leaf = False
         stack.append(k)
@@ -574,7 +573,7 @@ class _Walker:
         if key is not None:
             row = self.open.get(key)
             if row is None:
-                row = self.new_row(eqn, call, scope if not in_leaf else (), acts)
+                row = self.new_row(eqn, call, scope if not in_leaf else ())
                 self.open[key] = row
             self.count(eqn, row)
             self.take(eqn, row)
@@ -589,7 +588,7 @@ class _Walker:
         if name in _OWN_ROW or (name in _BINARY and len(sources) >= 2) or (
             sub is None and _nested(eqn)
         ):
-            row = self.new_row(eqn, call, (), acts)
+            row = self.new_row(eqn, call, ())
             self.count(eqn, row)
             self.take(eqn, row)
             return
@@ -611,7 +610,7 @@ class _Walker:
         if eqn.outvars:
             self.rows[row].last = eqn.outvars[0]
 
-    def new_row(self, eqn: Any, call: int | None, scope: tuple, acts: list) -> int:
+    def new_row(self, eqn: Any, call: int | None, scope: tuple) -> int:
         parent = self.calls[call].path if call is not None else ()
         if call is not None and self.calls[call].leaf:
             c = self.calls[call]
