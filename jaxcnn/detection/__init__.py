@@ -18,6 +18,7 @@ from jaxcnn.detection.boxes import (
 )
 from jaxcnn.detection.coco_eval import STAT_NAMES, coco_evaluate
 from jaxcnn.detection.coder import BBOX_XFORM_CLIP, decode_boxes, encode_boxes
+from jaxcnn.detection.detect import detect, run_detector
 from jaxcnn.detection.eval_inputs import to_coco, unpad
 from jaxcnn.detection.matching import (
     BELOW_LOW_THRESHOLD,
@@ -26,7 +27,9 @@ from jaxcnn.detection.matching import (
     Matcher,
 )
 from jaxcnn.detection.nms import batched_nms, batched_nms_padded, nms, nms_padded
+from jaxcnn.detection.poolers import multiscale_roi_align
 from jaxcnn.detection.roi import roi_align, roi_pool
+from jaxcnn.detection.transform import RCNNTransform, resize_boxes
 from jaxcnn.detection.voc_eval import average_precision, precision_recall, voc_evaluate
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "STAT_NAMES",
     "AnchorGenerator",
     "BalancedSampler",
+    "RCNNTransform",
     "Matcher",
     "average_precision",
     "batched_nms",
@@ -47,15 +51,19 @@ __all__ = [
     "clip_boxes_to_image",
     "coco_evaluate",
     "decode_boxes",
+    "detect",
     "encode_boxes",
     "generalized_box_iou",
     "min_size_mask",
+    "multiscale_roi_align",
     "nms",
     "nms_padded",
     "precision_recall",
     "remove_small_boxes",
     "roi_align",
+    "resize_boxes",
     "roi_pool",
+    "run_detector",
     "to_coco",
     "unpad",
     "voc_evaluate",

@@ -4,6 +4,7 @@ from jaxcnn.models import (  # noqa: F401  (importing a family registers its mod
     airbench,
     alexnet,
     autoencoder,
+    fasterrcnn,
     googlenet,
     lenet,
     localizer,

@@ -104,6 +104,41 @@ def batch_norm(
     )
 
 
+class FrozenBatchNorm(nn.Module):
+    """torchvision's `FrozenBatchNorm2d` (the detection backbones' norm): y = x * s + (b - m * s)
+    with s = w / sqrt(v + eps), all four vectors fixed. They live in `batch_stats` (scale, bias,
+    mean, var), so they are never trained or counted as parameters, as torchvision's buffers."""
+
+    epsilon: float = 1e-5
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    use_running_average: bool = True  # the BatchNorm factory's keyword; always frozen
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        fixed = {
+            name: self.variable("batch_stats", name, fill, (c,), self.param_dtype).value
+            for name, fill in (("scale", jnp.ones), ("bias", jnp.zeros), ("mean", jnp.zeros),
+                               ("var", jnp.ones))
+        }
+        scale = fixed["scale"] * jax.lax.rsqrt(fixed["var"] + self.epsilon)
+        shift = fixed["bias"] - fixed["mean"] * scale
+        bshape = (1,) * (x.ndim - 1) + (c,)
+        scale, shift = scale.reshape(bshape), shift.reshape(bshape)
+        return (x * scale.astype(self.dtype) + shift.astype(self.dtype)).astype(self.dtype)
+
+
+def frozen_batch_norm(
+    train: bool, *, dtype: Dtype, param_dtype: Dtype, epsilon: float = 1e-5
+) -> Callable[..., FrozenBatchNorm]:
+    """`batch_norm`'s signature for `FrozenBatchNorm` (`train` changes nothing)."""
+    del train
+    return functools.partial(
+        FrozenBatchNorm, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype
+    )
+
+
 def check_input(
     x: jax.Array, *, model: str, channels: int | None, min_size: int
 ) -> None:

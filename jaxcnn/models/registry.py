@@ -18,7 +18,8 @@ import numpy as np
 
 from jaxcnn.errors import ConfigError, UnknownModelError
 
-TASKS = ("classification", "segmentation", "reconstruction", "embedding", "localization")
+TASKS = ("classification", "segmentation", "reconstruction", "embedding", "localization",
+         "detection")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +160,8 @@ def _check_option(name: str, module: nn.Module, key: str) -> None:
 
     is_bool = isinstance(value, bool | np.bool_)
     if kind in ("int", "int|None"):
-        lowest = 0 if key == "num_classes" or field.default == 0 else 1
+        lowest = 0 if key == "num_classes" or field.default == 0 or key in getattr(
+            module, "zero_options", ()) else 1
         if is_bool or not isinstance(value, int | np.integer) or value < lowest:
             fail(f"an int >= {lowest}" + (" (0: no classifier head, pooled features)"
                                           if key == "num_classes" else ""))

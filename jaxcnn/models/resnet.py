@@ -33,9 +33,12 @@ from jaxcnn.models.layers import (
     batch_norm,
     check_input,
     classifier_head,
+    frozen_batch_norm,
     max_pool,
 )
 from jaxcnn.models.registry import register_model
+
+NORMS = {"batch": batch_norm, "frozen": frozen_batch_norm}
 
 # torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -154,6 +157,12 @@ class ResNet(Classifier):
     stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "cifar": 3x3/1 conv
     skip: bool = True  # False: the "plain" network, no shortcuts at all
     stride_in_1x1: bool = False  # True: the paper's v1 bottleneck (see the module docstring)
+    # "frozen": torchvision's FrozenBatchNorm2d, as its detection backbones; norm_eps its eps
+    norm: str = "batch"
+    norm_eps: float = 1e-5
+    # No gradient flows into the first `frozen_stages` parts (1: the stem, 2: the stem and
+    # layer1, ...): torchvision's `trainable_layers` = 5 - frozen_stages of a detection backbone.
+    frozen_stages: int = 0
     in_channels: int = 3
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -161,6 +170,9 @@ class ResNet(Classifier):
     def group_matcher(self) -> dict[str, str]:
         """Stem, torchvision's layer1..layer4, the fc head."""
         return {"stem": r"conv1|bn1", "layer{}": r"layer(\d+)_\d+", "head": r"fc"}
+
+    def _maybe_frozen(self, x: jax.Array, part: int) -> jax.Array:
+        return jax.lax.stop_gradient(x) if part <= self.frozen_stages else x
 
     @property
     def min_input_size(self) -> int:
@@ -174,7 +186,11 @@ class ResNet(Classifier):
             raise ConfigError(f"ResNet stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
         check_input(x, model="ResNet", channels=self.in_channels, min_size=self.min_input_size)
         conv = partial(conv_layer, dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=1e-5)
+        if self.norm not in NORMS:
+            raise ConfigError(f"ResNet norm must be one of {sorted(NORMS)}, got {self.norm!r}.")
+        norm = NORMS[self.norm](
+            train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=self.norm_eps
+        )
         out = {}
         if self.stem == "imagenet":
             x = conv(self.num_filters, 7, 2, name="conv1")(x)
@@ -183,7 +199,7 @@ class ResNet(Classifier):
         else:
             x = conv(self.num_filters, 3, 1, name="conv1")(x)
             x = nn.relu(norm(name="bn1")(x))
-        out["stem"] = x
+        x = out["stem"] = self._maybe_frozen(x, 1)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = self.block_cls(
@@ -197,7 +213,7 @@ class ResNet(Classifier):
                     norm=norm,
                     name=f"layer{i + 1}_{j}",
                 )(x)
-            out[f"stage{i + 1}"] = x
+            x = out[f"stage{i + 1}"] = self._maybe_frozen(x, i + 2)
         x = out["pre_logits"] = jnp.mean(x, axis=(1, 2))
         out["logits"] = classifier_head(
             x, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"

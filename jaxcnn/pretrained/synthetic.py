@@ -59,3 +59,17 @@ def synthetic_image(height: int = 220, width: int = 300) -> np.ndarray:
     )
     noise = np.random.default_rng(0).integers(-20, 21, img.shape)
     return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def synthetic_photo(seed: int, height: int, width: int) -> np.ndarray:
+    """A float32 HWC image in [0, 1] with structure at several scales (random plane waves per
+    channel plus fine noise), for detector parity tests."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.full((height, width, 3), 0.5, np.float32)
+    for _ in range(4):
+        freq = rng.uniform(0.01, 0.15, (2, 3)).astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, 3).astype(np.float32)
+        img += 0.12 * np.sin(yy[..., None] * freq[0] + xx[..., None] * freq[1] + phase)
+    img += rng.uniform(-0.05, 0.05, img.shape).astype(np.float32)
+    return np.clip(img, 0.0, 1.0).astype(np.float32)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxcnn.errors import UnknownModelError
+from jaxcnn.errors import CheckpointError, UnknownModelError
 from jaxcnn.pretrained.convert import (
     KeyMap,
     chw_to_hwc_dense_kernel,
@@ -38,6 +38,25 @@ def _conv_bn_act(segment: str) -> str:
     return {"conv": "0", "bn": "1"}.get(segment, _indexed(segment))
 
 
+_RCNN_MODULES = {
+    "rpn_head": "rpn.head",
+    "box_head": "roi_heads.box_head",
+    "box_predictor": "roi_heads.box_predictor",
+    "conv": "conv.0.0",  # RPNHead.conv: Sequential(Conv2dNormActivation(conv, no norm))
+}
+_FPN_BLOCK = re.compile(r"^(inner|layer)_blocks_(\d+)$")  # Sequential(Conv2dNormActivation)
+
+
+def _rcnn_segment(segment: str) -> str:
+    """Faster R-CNN's flax modules (backbone/body|fpn, rpn_head, box_head, box_predictor)
+    spelled as torchvision's `backbone.body`, `backbone.fpn.inner_blocks.0.0`, `rpn.head`,
+    `roi_heads.box_head`, `roi_heads.box_predictor`."""
+    if segment in _RCNN_MODULES:
+        return _RCNN_MODULES[segment]
+    return _FPN_BLOCK.sub(r"\1_blocks.\2.0", segment) if _FPN_BLOCK.match(segment) \
+        else _indexed(segment)
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilyRule:
     """How one family's flax module paths spell torchvision's."""
@@ -50,6 +69,9 @@ class FamilyRule:
     optional_prefixes: tuple[str, ...] = ()
     # create_model overrides giving the configuration the weights were trained in
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # groups of torchvision keys a state_dict for this model must hold, by what they are; a
+    # file lacking a whole group is for another architecture, and the error names the group
+    required_groups: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def torch_module(self, flax_module: str) -> str:
         return ".".join(self.segment(s) for s in flax_module.split("/"))
@@ -70,6 +92,15 @@ GOOGLENET = FamilyRule(
     model_kwargs={"aux_logits": False, "transform_input": True},
 )
 
+# Detectors: FrozenBatchNorm2d vectors are in batch_stats; TwoMLPHead's fc6 follows the CHW
+# flatten of the 256x7x7 RoI features. torchvision builds the COCO_V1 model with the frozen
+# norms' eps set to 0 (`overwrite_eps(model, 0.0)`).
+_RCNN_GROUPS = {"FPN": "backbone.fpn.", "RPN head": "rpn.head.", "RoI heads": "roi_heads."}
+FASTERRCNN = FamilyRule(segment=_rcnn_segment, chw_flatten={"box_head/fc6": (256, 7, 7)},
+                        model_kwargs={"norm_eps": 0.0}, required_groups=_RCNN_GROUPS)
+FASTERRCNN_SMALL = FamilyRule(segment=_rcnn_segment, chw_flatten={"box_head/fc6": (256, 7, 7)},
+                              required_groups=_RCNN_GROUPS)
+
 RULES: dict[str, FamilyRule] = {
     **dict.fromkeys(
         ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
@@ -80,6 +111,8 @@ RULES: dict[str, FamilyRule] = {
         VGG),
     "alexnet": ALEXNET,
     "googlenet": GOOGLENET,
+    "fasterrcnn_resnet50_fpn": FASTERRCNN,
+    "fasterrcnn_resnet18_fpn": FASTERRCNN_SMALL,
 }  # fmt: skip
 
 _LEAF = {  # (collection, flax leaf) -> torch parameter name
@@ -88,6 +121,8 @@ _LEAF = {  # (collection, flax leaf) -> torch parameter name
     ("params", "scale"): "weight",
     ("batch_stats", "mean"): "running_mean",
     ("batch_stats", "var"): "running_var",
+    ("batch_stats", "scale"): "weight",  # FrozenBatchNorm2d's fixed weight and bias
+    ("batch_stats", "bias"): "bias",
 }
 
 
@@ -148,6 +183,27 @@ def _abstract_target(name: str, overrides: tuple) -> dict:
     return {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
 
 
+def _check_groups(name: str, rule: FamilyRule, state_dict: Mapping, key_map: KeyMap) -> None:
+    """CheckpointError naming every key of each required group the state_dict lacks entirely
+    (e.g. a classifier ResNet-50 given to the detector: no FPN, RPN or RoI-head keys)."""
+    absent = [group for group, prefix in rule.required_groups.items()
+              if not any(isinstance(k, str) and k.startswith(prefix) for k in state_dict)]
+    if not absent:
+        return
+    lines = []
+    for group in absent:
+        keys = [k for k in key_map if k.startswith(rule.required_groups[group])]
+        lines.append(f"{group} ({len(keys)} keys): " + ", ".join(keys))
+    sample = ", ".join(list(state_dict)[:3])
+    raise CheckpointError(
+        f"Cannot convert {name} weights: the state_dict has no {', '.join(absent)} weights, "
+        f"so it is not a {name} checkpoint (its first keys: {sample}; a classifier's "
+        "state_dict lacks the detector's parts). Missing:\n  " + "\n  ".join(lines)
+        + f"\nPass a {name} state_dict (e.g. torchvision's COCO weights: "
+        f"jaxcnn.pretrained.load({name!r}))."
+    )
+
+
 def from_torchvision(
     name: str, state_dict: Mapping[str, Any], *, strict: bool = True, **model_kwargs: Any
 ) -> dict:
@@ -159,6 +215,7 @@ def from_torchvision(
     rule = rule_for(name)
     target = abstract_target(name, **model_kwargs)
     key_map = key_map_for(name, target)
+    _check_groups(name, rule, state_dict, key_map)
     if rule.optional_prefixes:
         state_dict = {k: v for k, v in state_dict.items()
                       if k in key_map or not k.startswith(rule.optional_prefixes)}  # fmt: skip

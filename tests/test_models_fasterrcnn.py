@@ -1,0 +1,232 @@
+"""Faster R-CNN equals torchvision's: the same transformed batch, FPN maps, RPN proposals and
+detections for torchvision's weights (drawn with numpy from each parameter's name, scaled so
+scores are well separated), and the same four training losses for the same sampled anchors and
+proposals. Golden files: tests/golden/make_fasterrcnn_golden.py (torchvision 0.29.1)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxcnn
+from jaxcnn.detection import box_iou, detect, run_detector
+from jaxcnn.errors import CheckpointError, ConfigError, InputError
+from jaxcnn.pretrained import from_torchvision
+from jaxcnn.pretrained.synthetic import synthetic_photo, synthetic_state_dict
+
+GOLDEN = Path(__file__).parent / "golden" / "fasterrcnn"
+KEYS = json.loads((GOLDEN / "keys.json").read_text())
+MAX_VALUES = 1024  # as the golden script
+MODELS = {"r18": "fasterrcnn_resnet18_fpn", "r50": "fasterrcnn_resnet50_fpn"}
+
+
+def subsample_index(size: int) -> np.ndarray:
+    return np.unique(np.linspace(0, size - 1, min(size, MAX_VALUES)).astype(np.int64))
+
+
+def state_dict(tag: str, golden) -> dict[str, np.ndarray]:
+    state = synthetic_state_dict(KEYS[tag])
+    for prefix, factor in zip(golden["scales/names"], golden["scales/factors"], strict=True):
+        for name in state:
+            if name.startswith(str(prefix)) and name.endswith(".weight"):
+                state[name] = state[name] * np.float32(factor)
+    return state
+
+
+@functools.cache
+def golden(tag: str):
+    return np.load(GOLDEN / f"{tag}.npz")
+
+
+@functools.cache
+def converted(tag: str) -> dict:
+    g = golden(tag)
+    num_classes = 3 if tag == "train" else int(g["num_classes"])
+    name = MODELS.get(tag, "fasterrcnn_resnet18_fpn")
+    return from_torchvision(name, state_dict(tag, g), num_classes=num_classes)
+
+
+def assert_matched(want: dict, got: dict, where: str, iou: float = 0.99, score: float = 1e-3):
+    """Every reference box has one in `got` with its label, IoU >= iou, |score diff| <= score."""
+    assert len(got["boxes"]) == len(want["boxes"]), where
+    if not len(want["boxes"]):
+        return
+    ious = np.asarray(box_iou(want["boxes"], got["boxes"]))
+    for i in range(len(want["boxes"])):
+        ok = ious[i] >= iou
+        if "labels" in want:
+            ok &= got["labels"] == want["labels"][i]
+        ok &= np.abs(got["scores"] - want["scores"][i]) <= score
+        assert ok.any(), f"{where}: reference box {i} {want['boxes'][i]} has no match"
+
+
+def _case(tag: str, case: str):
+    g = golden(tag)
+    model = jaxcnn.create_model(MODELS[tag], num_classes=int(g["num_classes"]),
+                                min_size=int(g[f"{case}/min_size"]),
+                                max_size=int(g[f"{case}/max_size"]),
+                                norm_eps=0.0 if tag == "r50" else 1e-5)  # fmt: skip
+    seed = int(g[f"{case}/seed"])
+    images = [synthetic_photo(seed + i, int(h), int(w))
+              for i, (h, w) in enumerate(g[f"{case}/shapes"])]  # fmt: skip
+    return g, model, images
+
+
+def check_case(tag: str, case: str) -> None:
+    g, model, images = _case(tag, case)
+    variables = converted(tag)
+    batch, sizes, originals = model.transform(images)
+    # The transform: torchvision's resized, normalized, padded batch.
+    assert batch.shape == tuple(g[f"{case}/batch/shape"])
+    np.testing.assert_array_equal(sizes, g[f"{case}/image_sizes"])
+    flat = batch.reshape(-1)[subsample_index(batch.size)]
+    np.testing.assert_allclose(flat, g[f"{case}/batch/values"], rtol=0, atol=1e-6)
+    dets, inter = run_detector(model, variables, batch, sizes)
+    # FPN maps within 1e-4 relative.
+    (fpn,) = inter["fpn"]
+    for level, value in fpn.items():
+        value = np.asarray(value)
+        assert value.shape == tuple(g[f"{case}/fpn/{level}/shape"]), level
+        want = g[f"{case}/fpn/{level}/values"]
+        got = value.reshape(-1)[subsample_index(value.size)]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max(),
+                                   err_msg=f"{tag} {case} FPN level {level}")  # fmt: skip
+    # RPN proposals: the same boxes (resized-image pixels).
+    (props,) = inter["proposals"]
+    for i in range(len(images)):
+        want = g[f"{case}/proposals/{i}"]
+        valid = np.asarray(props["valid"][i])
+        got = np.asarray(props["boxes"][i])[valid]
+        assert len(got) == len(want), (case, i, len(got), len(want))
+        ious = np.asarray(box_iou(want, got)).max(axis=1)
+        assert (ious >= 0.99).all(), f"{case} image {i}: {np.sum(ious < 0.99)} proposals differ"
+    # Detections through the public API, in each image's own pixels.
+    results = detect(model, variables, images)
+    for i, result in enumerate(results):
+        want = {k: g[f"{case}/detections/{i}/{k}"] for k in ("boxes", "scores", "labels")}
+        assert_matched(want, result, f"{tag} {case} image {i}")
+        assert_matched(result, want, f"{tag} {case} image {i} (reverse)")
+        h, w = originals[i]
+        assert (result["boxes"][:, 2] <= w + 1e-3).all()
+        assert (result["boxes"][:, 3] <= h + 1e-3).all()
+    assert dets["boxes"].shape[1] == model.box_detections_per_img
+
+
+def test_fasterrcnn_resnet18_matches_torchvision_on_two_images_of_different_sizes():
+    check_case("r18", "two")
+
+
+def test_fasterrcnn_resnet18_matches_torchvision_when_max_size_binds():
+    check_case("r18", "wide")
+
+
+def test_fasterrcnn_resnet50_fpn_coco_configuration_matches_torchvision():
+    check_case("r50", "two")
+
+
+def test_training_losses_equal_torchvision_for_the_same_draws():
+    g = golden("train")
+    kwargs = {k.split("/", 1)[1]: int(g[k]) for k in g.files if k.startswith("kwargs/")}
+    model = jaxcnn.create_model("fasterrcnn_resnet18_fpn", num_classes=3, **kwargs)
+    images = [synthetic_photo(int(g["seed"]) + i, int(h), int(w))
+              for i, (h, w) in enumerate(g["shapes"])]  # fmt: skip
+    batch, sizes, originals = model.transform(images)
+    assert batch.shape[:3] == (2, *g["batch_shape"][2:])
+    np.testing.assert_array_equal(sizes, g["image_sizes"])
+    k = 4
+    boxes = np.zeros((2, k, 4), np.float32)
+    labels = np.zeros((2, k), np.int32)
+    mask = np.zeros((2, k), bool)
+    p = model.rpn_post_nms_top_n_train
+    props = np.zeros((2, p, 4), np.float32)
+    props_ok = np.zeros((2, p), bool)
+    roi_pos, roi_neg = np.zeros((2, p + k), bool), np.zeros((2, p + k), bool)
+    for i in range(2):
+        b = jaxcnn.detection.resize_boxes(g[f"boxes/{i}"], originals[i], sizes[i])
+        n = len(b)
+        boxes[i, :n], labels[i, :n], mask[i, :n] = b, g[f"labels/{i}"], True
+        pr = g[f"proposals/{i}"]
+        props[i, : len(pr)], props_ok[i, : len(pr)] = pr, True
+        for src, dst in ((g[f"roi_pos/{i}"], roi_pos), (g[f"roi_neg/{i}"], roi_neg)):
+            dst[i, : len(pr)] = src[: len(pr)]  # torchvision: [proposals, ground truth]
+            dst[i, p : p + n] = src[len(pr) :]
+    samples = {
+        "rpn": (np.stack([g["rpn_pos/0"], g["rpn_pos/1"]]),
+                np.stack([g["rpn_neg/0"], g["rpn_neg/1"]])),
+        "proposals": (props, props_ok),
+        "roi": (roi_pos, roi_neg),
+    }  # fmt: skip
+    targets = {"boxes": boxes, "labels": labels, "mask": mask}
+    variables = converted("train")
+
+    @jax.jit
+    def losses(variables, batch, sizes, targets, samples):
+        return model.apply(variables, batch, sizes, targets, train=True, samples=samples)
+
+    got = losses(variables, batch, sizes, targets, samples)
+    for name in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"):
+        np.testing.assert_allclose(float(got[name]), float(g[f"loss/{name}"]), rtol=2e-5,
+                                   err_msg=name)
+
+
+def test_param_counts_match_torchvision():
+    for name, expected in (("fasterrcnn_resnet50_fpn", 41_755_286),):
+        model = jaxcnn.create_model(name)
+        x = jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32)
+        v = jax.eval_shape(lambda x, m=model: m.init(jax.random.key(0), x), x)
+        assert jaxcnn.count_params(v) == expected
+
+
+def test_classifier_state_dict_is_refused_naming_the_missing_parts():
+    keys = [(k.removeprefix("backbone.body."), s) for k, s in KEYS["r50"]
+            if k.startswith("backbone.body.")]  # fmt: skip
+    keys += [("fc.weight", [1000, 2048]), ("fc.bias", [1000])]
+    with pytest.raises(CheckpointError) as info:
+        from_torchvision("fasterrcnn_resnet50_fpn", synthetic_state_dict(keys))
+    message = str(info.value)
+    for part in ("FPN", "RPN head", "RoI heads", "backbone.fpn.inner_blocks.0.0.weight",
+                 "rpn.head.cls_logits.weight", "roi_heads.box_predictor.cls_score.weight"):
+        assert part in message
+
+
+def test_strict_conversion_lists_every_problem_at_once():
+    state = synthetic_state_dict(KEYS["r18"])
+    state.pop("backbone.fpn.layer_blocks.2.0.bias")
+    state["rpn.head.extra.weight"] = np.zeros((3,), np.float32)
+    state["rpn.head.bbox_pred.bias"] = np.zeros((5,), np.float32)
+    with pytest.raises(CheckpointError) as info:
+        from_torchvision("fasterrcnn_resnet18_fpn", state, num_classes=5)
+    message = str(info.value)
+    for part in ("backbone.fpn.layer_blocks.2.0.bias", "rpn.head.extra.weight",
+                 "rpn.head.bbox_pred.bias"):
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((2, 64, 64, 3), np.float32), "rank 3"),
+        (np.zeros((64, 64), np.float32), "rank 3"),
+        (np.zeros((0, 64, 3), np.float32), "empty side"),
+        (np.zeros((64, 64, 3), np.uint8), "integer dtype"),
+        (np.zeros((3, 64, 64), np.float32), "CHW"),
+        (np.full((64, 64, 3), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_bad_images_are_input_errors(image, match):
+    model = jaxcnn.create_model("fasterrcnn_resnet18_fpn")
+    with pytest.raises(InputError, match=match):
+        model.transform([np.zeros((32, 32, 3), np.float32), image])
+
+
+def test_options_are_checked():
+    with pytest.raises(ConfigError, match="trainable_backbone_layers"):
+        model = jaxcnn.create_model("fasterrcnn_resnet18_fpn", trainable_backbone_layers=6)
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+                       jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))  # fmt: skip
+    assert jaxcnn.create_model("fasterrcnn_resnet18_fpn", trainable_backbone_layers=0)
