@@ -14,6 +14,8 @@ from jaxcnn.models import abstract_variables, get_model_spec
 # Parameter counts (the `params` collection) from the foundation issue, i.e. torchvision's.
 EXPECTED_PARAMS = {
     "lenet5": 61_706,
+    "fasterrcnn_resnet50_fpn": 41_755_286,  # FrozenBatchNorm2d vectors are buffers
+    "fasterrcnn_resnet18_fpn": 28_730_006,  # resnet_fpn_backbone("resnet18") in FasterRCNN
     "alexnet_original": 62_378_344,
     "alexnet": 61_100_840,
     "vgg16": 138_357_544,
@@ -60,6 +62,8 @@ def test_output_shape_matches_task(name):
         assert out.shape == (2, *spec.input_shape)
     elif spec.task == "localization":
         assert out.logits.shape == (2, spec.num_classes) and out.boxes.shape == (2, 4)
+    elif spec.task == "detection":
+        assert out["boxes"].shape[::2] == (2, 4) and out["scores"].shape == out["labels"].shape
     else:
         assert out.ndim == 2 and out.shape[0] == 2
 
