@@ -26,7 +26,7 @@ class LoadedWeights:
     model_name: str
     variables: dict[str, Any]
     model_kwargs: dict[str, Any]  # create_model options the weights need (num_classes, ...)
-    transform: EvalTransform  # the evaluation transform the weights expect
+    transform: Any  # what the weights expect: an EvalTransform (a detector: its RCNNTransform)
     class_names: tuple[str, ...]
     source: str  # for messages and reports, e.g. "runs/d (step 675)"
     weights_id: str  # for indexes: a registry tag verbatim, an absolute path otherwise
@@ -67,7 +67,10 @@ def default_transform(model_name: str) -> EvalTransform:
 def _head_size(model_name: str, variables: dict[str, Any]) -> int | None:
     """The number of classes of a classifier's variables, from its head's kernel."""
     head = getattr(create_model(model_name), "head_name", None)
-    kernel = variables.get("params", {}).get(head, {}).get("kernel") if head else None
+    node = variables.get("params", {})
+    for part in (head.split("/") if head else ()):  # a nested head: "box_predictor/cls_score"
+        node = node.get(part, {})
+    kernel = node.get("kernel") if head else None
     return None if kernel is None else int(kernel.shape[-1])
 
 
@@ -135,5 +138,7 @@ def load_weights(model_name: str | None, weights: str | os.PathLike) -> LoadedWe
         path.is_dir() and (path / "meta.json").is_file())
     if n == 1000 and (not path.exists() or torchvision_file):
         names = pretrained.imagenet_categories()
+    elif not path.exists() and len(entry.meta["categories"]) == n:  # COCO detectors: 91
+        names = tuple(entry.meta["categories"])
     return LoadedWeights(model_name, variables, kwargs, transform, names, tag,
                          weights_id(weights))

@@ -222,3 +222,36 @@ def test_options_are_checked():
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
                        jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))  # fmt: skip
     assert jaxcnn.create_model("fasterrcnn_resnet18_fpn", trainable_backbone_layers=0)
+
+
+def test_coco_weights_are_registered_and_convert_through_the_cli(tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    from jaxcnn.cli import main
+    from jaxcnn.pretrained import coco_categories, get_weights, load
+
+    entry = get_weights("fasterrcnn_resnet50_fpn", "DEFAULT")
+    assert entry.name == "COCO_V1" and entry.sha256_prefix == "258fb6c6"
+    assert entry.meta["_metrics"]["COCO-val2017"]["box_map"] == 37.0
+    assert entry.meta["num_params"] == 41_755_286
+    assert coco_categories()[:2] == ("__background__", "person") and len(coco_categories()) == 91
+    # Offline: the published file cannot be fetched.
+    monkeypatch.setenv("JAXCNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    with pytest.raises(jaxcnn.OfflineError, match="fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"):
+        load("fasterrcnn_resnet50_fpn", "COCO_V1")
+    # A local copy of the file (here: synthetic weights as safetensors) converts.
+    state = {k: np.ascontiguousarray(v) for k, v in synthetic_state_dict(KEYS["r50"]).items()}
+    save_file(state, str(tmp_path / "coco.safetensors"))
+    out = tmp_path / "converted"
+    assert main(["convert", "fasterrcnn_resnet50_fpn", "--weights", "COCO_V1", "--from",
+                 str(tmp_path / "coco.safetensors"), "--to", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["num_params"] == 41_755_286 and meta["categories"][1] == "person"
+    variables = load("fasterrcnn_resnet50_fpn", path=out)
+    frozen_bn = variables["batch_stats"]["backbone"]["body"]["bn1"]
+    np.testing.assert_array_equal(frozen_bn["scale"], state["backbone.body.bn1.weight"])
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network is unreachable")

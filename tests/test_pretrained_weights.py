@@ -43,7 +43,8 @@ KEYS = json.loads((GOLDEN / "torchvision_keys.json").read_text())
 def test_registry_has_torchvision_metadata_for_every_converted_model() -> None:
     models = {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
               "resnext50_32x4d", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn",
-              "vgg16_bn", "vgg19_bn", "alexnet", "googlenet", "mobilenet_v2"}  # fmt: skip
+              "vgg16_bn", "vgg19_bn", "alexnet", "googlenet", "mobilenet_v2",
+              "fasterrcnn_resnet50_fpn"}  # fmt: skip
     assert {w.split(".")[0] for w in list_weights()} == models
     r50 = get_weights("resnet50")
     assert r50.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth"

@@ -220,6 +220,7 @@ class FasterRCNN(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     zero_options: ClassVar[tuple[str, ...]] = ("trainable_backbone_layers",)
+    head_name: ClassVar[str] = "box_predictor/cls_score"  # sized by num_classes
 
     @property
     def transform(self) -> RCNNTransform:

@@ -22,7 +22,9 @@ from jaxcnn.pretrained.predict import predict
 from jaxcnn.pretrained.torchvision import from_torchvision, key_map_for
 from jaxcnn.pretrained.weights import (
     WEIGHTS,
+    DetectionWeights,
     Weights,
+    coco_categories,
     get_weights,
     imagenet_categories,
     list_weights,
@@ -30,10 +32,12 @@ from jaxcnn.pretrained.weights import (
 
 __all__ = [
     "WEIGHTS",
+    "DetectionWeights",
     "KeyMap",
     "Weights",
     "batch_norm_leaves",
     "cache_dir",
+    "coco_categories",
     "chw_to_hwc_dense_kernel",
     "conv_kernel",
     "convert",

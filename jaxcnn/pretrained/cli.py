@@ -17,7 +17,11 @@ def _convert(args: argparse.Namespace) -> int:
     variables = load(args.name, args.weights, path=args.source, cache_dir=args.cache_dir)
     meta = {"model": args.name, "weights": entry.name, "source": str(source),
             "num_params": count_params(variables)}  # fmt: skip
-    meta["transforms"] = {k: entry.meta[k] for k in ("resize_size", "crop_size", "mean", "std")}
+    if "crop_size" in entry.meta:  # classifiers; a detector's transform is its own options
+        meta["transforms"] = {k: entry.meta[k]
+                              for k in ("resize_size", "crop_size", "mean", "std")}  # fmt: skip
+    else:
+        meta["categories"] = list(entry.meta["categories"])
     out = save_variables(variables, args.to, meta)
     print(json.dumps({"converted": args.name, "to": str(out), "num_params": meta["num_params"]}))
     return 0
@@ -29,8 +33,7 @@ def _weights(args: argparse.Namespace) -> int:
     for full in list_weights(args.pattern):
         model, name = full.split(".")
         w = get_weights(model, name)
-        print(f"{full:34s} acc@1 {w.acc1:6.3f}  acc@5 {w.acc5:6.3f}  {w.num_params:>11,d}  "
-              f"{w.url}")  # fmt: skip
+        print(f"{full:34s} {w.summary:27s}  {w.num_params:>11,d}  {w.url}")
     return 0
 
 

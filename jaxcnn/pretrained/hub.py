@@ -220,10 +220,12 @@ def check_architecture(name: str, variables: Mapping, where: str) -> int | None:
         return None
     order = lambda p: (not p.startswith("params/"), p)  # parameters are the news
     diff = sorted((p for p in wanted if p in saved and saved[p] != wanted[p]), key=order)
-    heads = {saved[p][-1] for p in diff}
-    if set(saved) == set(wanted) and len(heads) == 1 and _abstract_shapes(
-            name, num_classes=heads.copy().pop()) == saved:
-        return heads.pop()
+    # A head for another number of classes: one size (a classifier's fc), or a detector's
+    # class scores (C) and per-class boxes (4C); the smallest candidate is num_classes.
+    if set(saved) == set(wanted) and diff:
+        for head in sorted({saved[p][-1] for p in diff})[:1]:
+            if _abstract_shapes(name, num_classes=head) == saved:
+                return head
     missing = sorted(set(wanted) - set(saved), key=order)
     extra = sorted(set(saved) - set(wanted), key=order)
     lines = [f"{len(missing)} of its {len(wanted)} leaves missing, e.g. "

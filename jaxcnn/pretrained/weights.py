@@ -1,5 +1,6 @@
-"""The weights registry: torchvision's ImageNet-1K checkpoints for the converted models, with
-the metadata of torchvision's multi-weight API (`Weights.url`, `.meta`, `.transforms()`).
+"""The weights registry: torchvision's ImageNet-1K checkpoints for the converted models and its
+COCO detection checkpoints (`DetectionWeights`), with the metadata of torchvision's
+multi-weight API (`Weights.url`, `.meta`, `.transforms()`).
 Mean and std are on jaxcnn's [0, 255] pixel scale (torchvision's values x 255).
 
 URLs, accuracies and parameter counts are copied from torchvision 0.29
@@ -14,16 +15,35 @@ import fnmatch
 import functools
 import re
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 from jaxcnn.errors import UnknownModelError
 
+if TYPE_CHECKING:
+    from jaxcnn.detection.transform import RCNNTransform
+
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torchvision.hub's HASH_REGEX
 
 
+class _Published:
+    """What every published file has: a `url` whose file name carries its sha256 prefix."""
+
+    @property
+    def filename(self) -> str:
+        """The file name of the download (also its name in the cache directory)."""
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The leading hex digits of the file's sha256, taken from its name."""
+        match = _HASH_REGEX.search(self.filename)
+        assert match, self.filename
+        return match.group(1)
+
+
 @dataclasses.dataclass(frozen=True)
-class Weights:
+class Weights(_Published):
     """One published checkpoint and the evaluation recipe it was measured with."""
 
     model: str
@@ -39,16 +59,14 @@ class Weights:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @property
-    def filename(self) -> str:
-        """The file name of the download (also its name in the cache directory)."""
-        return self.url.rsplit("/", 1)[-1]
+    def metric(self) -> float:
+        """The headline number "DEFAULT" maximizes (top-1 accuracy)."""
+        return self.acc1
 
     @property
-    def sha256_prefix(self) -> str:
-        """The leading hex digits of the file's sha256, taken from its name."""
-        match = _HASH_REGEX.search(self.filename)
-        assert match, self.filename
-        return match.group(1)
+    def summary(self) -> str:
+        """The published metrics in one line (`jaxcnn weights`)."""
+        return f"acc@1 {self.acc1:6.3f}  acc@5 {self.acc5:6.3f}"
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -73,13 +91,56 @@ class Weights:
                          resize_size=self.resize_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectionWeights(_Published):
+    """One published detector checkpoint (torchvision's COCO weights). The images it expects:
+    float [0, 1] (torchvision's `ObjectDetection` transform); the model resizes and normalizes
+    them itself (its `transform`)."""
+
+    model: str
+    name: str
+    url: str
+    box_map: float  # COCO-val2017 box mAP (%) published by torchvision
+    num_params: int
+    recipe: str
+
+    @property
+    def metric(self) -> float:
+        """The headline number "DEFAULT" maximizes (box mAP)."""
+        return self.box_map
+
+    @property
+    def summary(self) -> str:
+        """The published metric in one line (`jaxcnn weights`)."""
+        return f"box mAP {self.box_map:5.1f} (COCO val2017)"
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """torchvision-style metadata: categories, num_params, metrics, recipe."""
+        return {
+            "categories": coco_categories(),
+            "num_params": self.num_params,
+            "recipe": self.recipe,
+            "_metrics": {"COCO-val2017": {"box_map": self.box_map}},
+            "min_size": (1, 1),
+        }
+
+    def transforms(self) -> RCNNTransform:
+        """The resize / normalize / pad of the model these weights were trained in
+        (torchvision's GeneralizedRCNNTransform defaults: 800 / 1333, ImageNet mean and std
+        on the [0, 1] scale), which `jaxcnn.detection.detect` applies."""
+        from jaxcnn.models import create_model
+
+        return create_model(self.model).transform
+
+
 def _entry(model: str, name: str, url: str, acc1: float, acc5: float, num_params: int,
            resize_size: int, crop_size: int, recipe: str) -> Weights:  # fmt: skip
     return Weights(model, name, url, acc1, acc5, num_params, resize_size, crop_size, recipe)
 
 
 # fmt: off
-WEIGHTS: tuple[Weights, ...] = (
+WEIGHTS: tuple[Weights | DetectionWeights, ...] = (
     _entry("resnet18", "IMAGENET1K_V1", "https://download.pytorch.org/models/resnet18-f37072fd.pth",
            69.758, 89.078, 11689512, 256, 224,
            "https://github.com/pytorch/vision/tree/main/references/classification#resnet"),
@@ -152,6 +213,9 @@ WEIGHTS: tuple[Weights, ...] = (
     _entry("mobilenet_v2", "IMAGENET1K_V2", "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",
            72.154, 90.822, 3504872, 232, 224,
            "https://github.com/pytorch/vision/issues/3995#new-recipe-with-reg-tuning"),
+    DetectionWeights("fasterrcnn_resnet50_fpn", "COCO_V1", "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
+                     37.0, 41755286,
+                     "https://github.com/pytorch/vision/tree/main/references/detection#faster-r-cnn-resnet-50-fpn"),
 )
 # fmt: on
 
@@ -166,7 +230,7 @@ def list_weights(pattern: str | None = None) -> list[str]:
     return [f"{w.model}.{w.name}" for n in names for w in WEIGHTS if w.model == n]
 
 
-def get_weights(model: str, weights: str = "IMAGENET1K_V1") -> Weights:
+def get_weights(model: str, weights: str = "IMAGENET1K_V1") -> Weights | DetectionWeights:
     """The registry entry `weights` of `model`; "DEFAULT" is the most accurate one, as in
     torchvision. Unknown names raise UnknownModelError listing what exists."""
     available = [w for w in WEIGHTS if w.model == model]
@@ -178,7 +242,7 @@ def get_weights(model: str, weights: str = "IMAGENET1K_V1") -> Weights:
             f"weights: jaxcnn.pretrained.list_weights()."
         )
     if weights == "DEFAULT":
-        return max(available, key=lambda w: w.acc1)
+        return max(available, key=lambda w: w.metric)
     try:
         return _BY_KEY[(model, weights)]
     except KeyError:
@@ -194,4 +258,14 @@ def imagenet_categories() -> tuple[str, ...]:
     text = resources.files("jaxcnn.pretrained").joinpath("imagenet_classes.txt").read_text()
     names = tuple(line for line in text.splitlines() if line)
     assert len(names) == 1000, len(names)
+    return names
+
+
+@functools.cache
+def coco_categories() -> tuple[str, ...]:
+    """The 91 COCO category names of torchvision's detection weights, index 0 "__background__"
+    and "N/A" for the ids COCO leaves unused (`_COCO_CATEGORIES`)."""
+    text = resources.files("jaxcnn.pretrained").joinpath("coco_categories.txt").read_text()
+    names = tuple(line for line in text.splitlines() if line)
+    assert len(names) == 91, len(names)
     return names

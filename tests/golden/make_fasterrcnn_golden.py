@@ -236,6 +236,11 @@ def main() -> None:
     train, keys["train"] = train_case(30)
     np.savez_compressed(OUT / "train.npz", **train)
     (OUT / "keys.json").write_text(json.dumps(keys) + "\n")
+    # The published COCO model's key list joins the converters' table (make_golden.py's).
+    table_file = HERE / "torchvision_keys.json"
+    table = json.loads(table_file.read_text())
+    table["fasterrcnn_resnet50_fpn"] = keys["r50"]
+    table_file.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
     print(f"torchvision {torchvision.__version__}, torch {torch.__version__}: wrote {OUT}")
 
 
