@@ -14,8 +14,14 @@ from model_testing import fast_jit, numpy_variables, random_images
 
 import jaxcnn
 from jaxcnn.models import abstract_variables
-from jaxcnn.models.googlenet import INCEPTION_BLOCKS, transform_input
-from jaxcnn.models.layers import AuxOutputs
+from jaxcnn.models.googlenet import (
+    INCEPTION_BLOCKS,
+    Inception,
+    InceptionAux,
+    InceptionNaive,
+    transform_input,
+)
+from jaxcnn.models.layers import AuxOutputs, adaptive_avg_pool
 
 
 def _apply_shape(model, size, *, train, variables=None, method=None):
@@ -148,3 +154,68 @@ def test_googlenet_training_forward_on_a_tiny_input():
     assert not np.allclose(
         after[("aux2", "conv", "bn", "var")], before[("aux2", "conv", "bn", "var")]
     )
+
+
+# ------------------------------------------------------------- issue 14: the paper's variants
+
+
+def test_inception_modules_of_the_paper_on_28x28x256():
+    """Figure 2: the naive module (1x1 128, 3x3 192, 5x5 96 and the pool's 256 channels) is
+    672 deep; the reduced module with inception (3b)'s widths and a TRUE 5x5 is 480 deep.
+    Parameters: conv weights + biases of the paper's plain conv + ReLU layers."""
+    x = jax.ShapeDtypeStruct((1, 28, 28, 256), jnp.float32)
+    naive = InceptionNaive(128, 192, 96)
+    v = jax.eval_shape(naive.init, jax.random.key(0), x)
+    assert jax.eval_shape(naive.apply, v, x).shape == (1, 28, 28, 672)
+    assert jaxcnn.count_params(v) == (256 * 128 + 128) + (9 * 256 * 192 + 192) + (
+        25 * 256 * 96 + 96)
+    assert v["params"]["branch3"]["conv"]["kernel"].shape == (5, 5, 256, 96)
+    reduced = Inception(128, 128, 192, 32, 96, 64)
+    v = jax.eval_shape(reduced.init, jax.random.key(0), x)
+    assert jax.eval_shape(reduced.apply, v, x).shape == (1, 28, 28, 480)
+    assert v["params"]["branch3_1"]["conv"]["kernel"].shape == (5, 5, 32, 96)
+    assert jaxcnn.count_params(v) == 388_736
+
+
+def test_googlenet_paper_options_true_5x5_and_aux_pool_5x5_stride_3():
+    model = jaxcnn.create_model("googlenet", inception_5x5=True, aux_pool="paper")
+    variables = abstract_variables(model, (224, 224, 3))
+    params = variables["params"]
+    for block, channels in INCEPTION_BLOCKS:
+        assert params[f"inception{block}"]["branch3_1"]["conv"]["kernel"].shape == (
+            5, 5, channels[3], channels[4])
+    # 16 more weights per (5x5 reduce, 5x5) filter pair than torchvision's 3x3 branch
+    extra = 16 * sum(c[3] * c[4] for _, c in INCEPTION_BLOCKS)
+    assert jaxcnn.count_params(variables) == 13_004_888 + extra == 13_385_816
+    assert params["aux1"]["fc1"]["kernel"].shape == (2048, 1024)  # 14x14 -> 4x4 either way
+    with pytest.raises(jaxcnn.ConfigError, match="aux_pool"):
+        jaxcnn.create_model("googlenet", aux_pool="max")
+    with pytest.raises(jaxcnn.InputError, match="5x5"):  # 33x33 input: 2x2 maps at 4a
+        _apply_shape(jaxcnn.create_model("googlenet", aux_pool="paper"), 33, train=True)
+
+
+class _Probe(nn.Module):
+    """Stands in for the aux head's 1x1 conv and records what it receives."""
+
+    features: int
+    kernel_size: int = 1
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        self.sow("intermediates", "pooled", x)
+        return jnp.zeros(x.shape[:-1] + (self.features,), x.dtype)
+
+
+@pytest.mark.parametrize("pool", ["adaptive", "paper"])
+def test_aux_head_pools_as_chosen(pool):
+    x = jnp.asarray(random_images((1, 14, 14, 2)))
+    head = InceptionAux(3, conv=_Probe, pool=pool)
+    abstract = jax.eval_shape(lambda x: head.init(jax.random.key(0), x, train=False), x)
+    variables = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    _, state = fast_jit(lambda v, x: head.apply(v, x, train=False, mutable=["intermediates"]))(
+        variables, x)
+    pooled = state["intermediates"]["conv"]["pooled"][0]
+    expected = nn.avg_pool(x, (5, 5), (3, 3)) if pool == "paper" else adaptive_avg_pool(x, (4, 4))
+    np.testing.assert_allclose(pooled, expected, rtol=1e-6)
+    assert pooled.shape == (1, 4, 4, 2)

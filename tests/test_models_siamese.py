@@ -82,3 +82,35 @@ def test_configuration_errors_are_explained():
             jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32),
             jax.ShapeDtypeStruct((3, 64, 64, 3), jnp.float32),
         )
+
+
+def test_learned_similarity_head_is_a_dense_layer_on_the_l1_distance():
+    """Koch et al. (2015), eq. (1): p = sigmoid(sum_j alpha_j |z1_j - z2_j| + b)."""
+    model = jaxcnn.create_model("siamese", backbone="small_cnn",
+                                backbone_kwargs=FrozenDict(width=4), embedding_dim=6,
+                                similarity_head=True)
+    x = random_images((4, 16, 16, 3), seed=3)
+    variables = numpy_variables(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    assert variables["params"]["similarity_fc"]["kernel"].shape == (6, 1)
+    head = variables["params"]["similarity_fc"]
+    head = {"kernel": np.linspace(-1, 1, 6, dtype=np.float32)[:, None],
+            "bias": np.array([0.3], np.float32)}
+    variables = {**variables, "params": {**variables["params"], "similarity_fc": head}}
+
+    @fast_jit
+    def run(v, x):
+        return (model.apply(v, x), model.apply(v, x[:2], x[2:], method=model.similarity),
+                model.apply(v, x, method=model.pairwise_similarity))
+
+    z, pairs, table = run(variables, x)
+    expected = np.abs(z[:2] - z[2:]) @ head["kernel"][:, 0] + 0.3
+    np.testing.assert_allclose(pairs, expected, rtol=1e-5, atol=1e-6)
+    assert table.shape == (4, 4)
+    np.testing.assert_allclose(table, table.T, rtol=1e-6)
+    np.testing.assert_allclose(np.diag(table), 0.3, rtol=1e-6)  # |z - z| = 0
+    np.testing.assert_allclose(table[[0, 1], [2, 3]], pairs, rtol=1e-5, atol=1e-6)
+    plain = jaxcnn.create_model("siamese", backbone="small_cnn")
+    with pytest.raises(jaxcnn.ConfigError, match="similarity_head=True"):
+        jax.eval_shape(lambda v, z: plain.apply(v, z, z, method=plain.compare),
+                       abstract_variables(plain, (16, 16, 3)),
+                       jax.ShapeDtypeStruct((2, 512), jnp.float32))

@@ -32,6 +32,7 @@ EXPECTED_PARAMS = {
     "mobilenet_v1": 4_231_976,
     "mobilenet_v2": 3_504_872,
     "conv_autoencoder": 140_594,  # + 256 BN statistics = Keras' 140,850 total
+    "zfnet": 107_627_624,  # Zeiler & Fergus (2013), the 512/1024/512 model
 }
 
 

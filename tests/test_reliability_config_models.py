@@ -152,7 +152,7 @@ def test_valid_options_still_build():
 def test_a_batch_of_zero_images_is_an_input_error(model, shape):
     net = create_model(model)
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    with pytest.raises(InputError, match=r"got an empty batch \(0, 32, 32, .\): pass at least"):
+    with pytest.raises(InputError, match=r"got an empty batch \(0, 32, 32, .\)\. Pass at least"):
         jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=True), x)
 
 

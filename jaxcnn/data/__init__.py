@@ -2,7 +2,21 @@
 their host-side transforms (`EvalTransform` for inference), on-device augmentation,
 deterministic epoch order and sharding helpers for the data-parallel train step."""
 
-from jaxcnn.data.augment import Augment, augment, cutout, normalize, random_crop, random_flip
+from jaxcnn.data.augment import (
+    Augment,
+    augment,
+    center_crop,
+    color_jitter,
+    cutout,
+    normalize,
+    random_crop,
+    random_flip,
+    random_resized_crop,
+    random_rotation,
+    random_vertical_flip,
+    rotate,
+    ten_crop,
+)
 from jaxcnn.data.pipeline import (
     DATA_AXIS,
     HostData,
@@ -42,8 +56,10 @@ __all__ = [
     "Splits",
     "EvalTransform",
     "batch_sharding",
+    "center_crop",
     "check_batch_size",
     "augment",
+    "color_jitter",
     "cutout",
     "epoch_permutation",
     "eval_batches",
@@ -61,9 +77,14 @@ __all__ = [
     "prefetch",
     "random_crop",
     "random_flip",
+    "random_resized_crop",
+    "random_rotation",
+    "random_vertical_flip",
     "replicated",
+    "rotate",
     "shard_batch",
     "steps_per_epoch",
+    "ten_crop",
     "train_batches",
     "train_indices",
 ]

@@ -14,6 +14,7 @@ from jaxcnn.models import (  # noqa: F401  (importing a family registers its mod
     small_cnn,
     unet,
     vgg,
+    zfnet,
 )
 from jaxcnn.models.layers import conv_output_size
 from jaxcnn.models.registry import (

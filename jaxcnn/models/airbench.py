@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.errors import InputError
-from jaxcnn.models.alexnet import torch_default_kernel_init
+from jaxcnn.models.initializers import torch_default as torch_default_kernel_init
 from jaxcnn.models.layers import (
     Classifier,
     Dtype,

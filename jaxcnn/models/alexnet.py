@@ -10,6 +10,11 @@
   variant: 64/192/384/256/256 filters, no LRN, adaptive avg-pool to 6x6). 61,100,840
   parameters.
 
+Both take `activation` (default ReLU; a learned PReLU is named after the `nn.ReLU` it
+replaces, `features_1`, ..., `classifier_5`, or `act1`..`act7` in `alexnet_original`),
+`kernel_init` and `bias_init` (default torch's, below) by name: see
+`jaxcnn.models.activations` and `jaxcnn.models.initializers`.
+
 Naming rule: `alexnet` mirrors torchvision's module paths with '.' -> '_'
 (`features.3.weight` -> `params/features_3/kernel`, `classifier.4.bias` ->
 `params/classifier_4/bias`); `alexnet_original` has no torchvision counterpart and uses the
@@ -27,6 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.errors import InputError
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    InitializerSpec,
+    check_initializers,
+    resolve_initializer,
+    torch_default,
+)
 from jaxcnn.models.layers import (
     Classifier,
     Dtype,
@@ -39,83 +51,93 @@ from jaxcnn.models.layers import (
 )
 from jaxcnn.models.registry import register_model
 
-# PyTorch's default Conv2d/Linear weight init, kaiming_uniform_(a=sqrt(5)), is
-# U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in). Biases start at 0 here.
-torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
+class AlexNetBase(Classifier):
+    """Fields and helpers both AlexNets (and ZFNet) share; the parameter groups of Caffe's
+    layer names (`alexnet` overrides them with torchvision's)."""
 
-def _classifier(
-    x: jax.Array,
-    names: tuple[str, str, str],
-    num_classes: int,
-    dropout: float,
-    train: bool,
-    *,
-    dtype: Dtype,
-    param_dtype: Dtype,
-) -> tuple[jax.Array, jax.Array]:
-    """Dropout, FC 4096, ReLU, dropout, FC 4096, ReLU, FC: the head both AlexNets share.
-    Returns (pre_logits, logits)."""
-    dense = partial(
-        nn.Dense, kernel_init=torch_default_kernel_init, dtype=dtype, param_dtype=param_dtype
-    )
-    x = nn.Dropout(dropout, deterministic=not train)(flatten(x))
-    x = nn.relu(dense(4096, name=names[0])(x))
-    x = nn.Dropout(dropout, deterministic=not train)(x)
-    x = nn.relu(dense(4096, name=names[1])(x))
-    logits = classifier_head(
-        x,
-        num_classes,
-        kernel_init=torch_default_kernel_init,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=names[2],
-    )
-    return x, logits
-
-
-class AlexNet(Classifier):
-    """torchvision's AlexNet; any input of at least 63x63 (adaptive avg-pool to 6x6)."""
-
-    head_name: ClassVar[str] = "classifier_6"
+    head_name: ClassVar[str] = "fc8"
 
     num_classes: int = 1000
     dropout: float = 0.5
     in_channels: int = 3
+    activation: ActivationSpec = "relu"
+    # None: PyTorch's default Conv2d/Linear init, kaiming_uniform_(a=sqrt(5)), i.e.
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); biases start at 0 here.
+    kernel_init: InitializerSpec = None
+    bias_init: InitializerSpec = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    default_kernel_init = staticmethod(torch_default)
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        check_initializers(self)
+        super().__post_init__()
+
     def group_matcher(self) -> dict[str, str]:
-        """The five conv stages of `features()`, the two hidden FCs, the head."""
-        stages = {f"stage{i}": f"features_{j}" for i, j in enumerate((0, 3, 6, 8, 10), 1)}
-        return {**stages, "fc": r"classifier_[14]", "head": r"classifier_6"}
+        """Caffe's names (the paper's AlexNet, ZFNet): conv1..conv5 with their learned
+        activations, if any, as stage1..stage5, fc6 and fc7, the fc8 head."""
+        return {"stage{}": r"(?:conv|act)([1-5])", "fc": r"fc[67]|act[67]", "head": r"fc8"}
+
+    def layer_kwargs(self) -> dict:
+        """kernel_init, bias_init, dtype and param_dtype of every conv and dense layer."""
+        return dict(
+            kernel_init=resolve_initializer(self.kernel_init, self.default_kernel_init),
+            bias_init=resolve_initializer(self.bias_init, nn.initializers.zeros, bias=True),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+
+    def act(self, name: str):
+        """The activation; a learned one becomes the child `name`."""
+        return get_activation(self.activation, name=name, param_dtype=self.param_dtype)
+
+    def head(
+        self, x: jax.Array, names: tuple[str, ...], train: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """Dropout, FC 4096, act, dropout, FC 4096, act, FC: the head of AlexNet (and ZFNet).
+        `names` = (fc, act, fc, act, fc). Returns (pre_logits, logits)."""
+        layer = self.layer_kwargs()
+        x = nn.Dropout(self.dropout, deterministic=not train)(flatten(x))
+        x = self.act(names[1])(nn.Dense(4096, name=names[0], **layer)(x))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = self.act(names[3])(nn.Dense(4096, name=names[2], **layer)(x))
+        return x, classifier_head(x, self.num_classes, name=names[4], **layer)
+
+
+class AlexNet(AlexNetBase):
+    """torchvision's AlexNet; any input of at least 63x63 (adaptive avg-pool to 6x6)."""
+
+    head_name: ClassVar[str] = "classifier_6"
+
+    def group_matcher(self) -> dict[str, str]:
+        """The five conv stages of `features()` (with the learned activations, if any), the
+        two hidden FCs, the head."""
+        stages = {f"stage{i}": f"features_({j}|{j + 1})"
+                  for i, j in enumerate((0, 3, 6, 8, 10), 1)}
+        return {**stages, "fc": r"classifier_[1245]", "head": r"classifier_6"}
+
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         check_input(x, model="alexnet", channels=self.in_channels, min_size=63)
-        conv = partial(
-            nn.Conv,
-            kernel_init=torch_default_kernel_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        conv = partial(nn.Conv, **self.layer_kwargs())
+        act = self.act
         out = {}
-        x = nn.relu(conv(64, (11, 11), (4, 4), padding=2, name="features_0")(x))
+        x = act("features_1")(conv(64, (11, 11), (4, 4), padding=2, name="features_0")(x))
         x = out["stage1"] = max_pool(x, 3, 2)
-        x = nn.relu(conv(192, (5, 5), padding=2, name="features_3")(x))
+        x = act("features_4")(conv(192, (5, 5), padding=2, name="features_3")(x))
         x = out["stage2"] = max_pool(x, 3, 2)
-        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=1, name="features_6")(x))
-        x = out["stage4"] = nn.relu(conv(256, (3, 3), padding=1, name="features_8")(x))
-        x = nn.relu(conv(256, (3, 3), padding=1, name="features_10")(x))
+        x = out["stage3"] = act("features_7")(conv(384, (3, 3), padding=1, name="features_6")(x))
+        x = out["stage4"] = act("features_9")(conv(256, (3, 3), padding=1, name="features_8")(x))
+        x = act("features_11")(conv(256, (3, 3), padding=1, name="features_10")(x))
         x = out["stage5"] = max_pool(x, 3, 2)
-        out["pre_logits"], out["logits"] = _classifier(
+        out["pre_logits"], out["logits"] = self.head(
             adaptive_avg_pool(x, (6, 6)),
-            ("classifier_1", "classifier_4", "classifier_6"),
-            self.num_classes,
-            self.dropout,
+            ("classifier_1", "classifier_2", "classifier_4", "classifier_5", "classifier_6"),
             train,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
         )
         return out
 
@@ -128,20 +150,8 @@ def _original_feature_size(size: int) -> int:
     return size
 
 
-class AlexNetOriginal(Classifier):
+class AlexNetOriginal(AlexNetBase):
     """The 2012 AlexNet (single tower, LRN, fixed 227x227 input); 62,378,344 parameters."""
-
-    head_name: ClassVar[str] = "fc8"
-
-    num_classes: int = 1000
-    dropout: float = 0.5
-    in_channels: int = 3
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    def group_matcher(self) -> dict[str, str]:
-        """conv1..conv5 as stage1..stage5, fc6 and fc7, the fc8 head."""
-        return {"stage{}": r"conv(\d)", "fc": r"fc[67]", "head": r"fc8"}
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -154,30 +164,20 @@ class AlexNetOriginal(Classifier):
                 f"map); got shape {tuple(x.shape)}. Resize to 227x227, or use `alexnet`, "
                 f"which pools adaptively."
             )
-        conv = partial(
-            nn.Conv,
-            kernel_init=torch_default_kernel_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        conv = partial(nn.Conv, **self.layer_kwargs())
+        act = self.act
         lrn = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
         out = {}
-        x = lrn(nn.relu(conv(96, (11, 11), (4, 4), padding="VALID", name="conv1")(x)))
+        x = lrn(act("act1")(conv(96, (11, 11), (4, 4), padding="VALID", name="conv1")(x)))
         x = out["stage1"] = max_pool(x, 3, 2)
-        x = lrn(nn.relu(conv(256, (5, 5), padding=2, name="conv2")(x)))
+        x = lrn(act("act2")(conv(256, (5, 5), padding=2, name="conv2")(x)))
         x = out["stage2"] = max_pool(x, 3, 2)
-        x = out["stage3"] = nn.relu(conv(384, (3, 3), padding=1, name="conv3")(x))
-        x = out["stage4"] = nn.relu(conv(384, (3, 3), padding=1, name="conv4")(x))
-        x = nn.relu(conv(256, (3, 3), padding=1, name="conv5")(x))
+        x = out["stage3"] = act("act3")(conv(384, (3, 3), padding=1, name="conv3")(x))
+        x = out["stage4"] = act("act4")(conv(384, (3, 3), padding=1, name="conv4")(x))
+        x = act("act5")(conv(256, (3, 3), padding=1, name="conv5")(x))
         x = out["stage5"] = max_pool(x, 3, 2)
-        out["pre_logits"], out["logits"] = _classifier(
-            x,
-            ("fc6", "fc7", "fc8"),
-            self.num_classes,
-            self.dropout,
-            train,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+        out["pre_logits"], out["logits"] = self.head(
+            x, ("fc6", "act6", "fc7", "act7", "fc8"), train
         )
         return out
 

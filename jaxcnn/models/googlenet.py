@@ -12,6 +12,13 @@ as torchvision's `torchvision/models/googlenet.py`:
   normalization the original (Google) weights expect, as torchvision's `_transform_input`;
 - init as torchvision: conv and linear weights N(0, 0.01), BN scale 1 and bias 0.
 
+Paper options (off by default, so torchvision's weights keep loading): `inception_5x5=True`
+gives the third branch its true 5x5 kernel (figure 2(b) of the paper), and
+`aux_pool="paper"` pools the auxiliary heads with a 5x5 stride-3 average pool (section 5);
+`activation` swaps ReLU for any name in `jaxcnn.models.activations`. The standalone modules
+`InceptionNaive` (figure 2(a): 1x1, 3x3 and 5x5 convs and a 3x3 max-pool, concatenated) and
+`Inception(..., kernel5=5)` (figure 2(b)) default to the paper's plain conv + ReLU layers.
+
 The two auxiliary heads run only when `train=True` (and are built at init so their
 parameters exist); `__call__` then returns `AuxOutputs(logits, (aux1, aux2), aux_weight=0.3)`,
 in eval plain logits. 13,004,888 parameters with the aux heads, 6,624,904 without.
@@ -33,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn.errors import ConfigError, InputError
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
 from jaxcnn.models.layers import (
     AuxOutputs,
     Classifier,
@@ -79,9 +88,31 @@ def transform_input(x: jax.Array) -> jax.Array:
     return x * scale.astype(x.dtype) + shift.astype(x.dtype)
 
 
+class ConvReLU(nn.Module):
+    """The paper's layer: a 'same' conv with bias followed by ReLU (no BatchNorm, which
+    GoogLeNet predates); the signature of `ConvBNAct` (features, kernel_size, strides)."""
+
+    features: int
+    kernel_size: int = 1
+    strides: int = 1
+    act: ActivationSpec = "relu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pad = (self.kernel_size - 1) // 2
+        x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+                    (self.strides, self.strides), padding=((pad, pad), (pad, pad)),
+                    dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+        return get_activation(self.act, name="act", param_dtype=self.param_dtype)(x)
+
+
 class Inception(nn.Module):
-    """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> "5x5" (3x3,
-    as torchvision); 3x3/1 max-pool -> 1x1."""
+    """Four parallel branches concatenated on channels: 1x1; 1x1 -> 3x3; 1x1 -> 5x5;
+    3x3/1 max-pool -> 1x1 (figure 2(b), "with dimension reductions"). `kernel5` is the
+    kernel of the "5x5" branch: 3 inside `googlenet` by default, as torchvision
+    (vision#906, its weights depend on it), 5 as in the paper."""
 
     ch1x1: int
     ch3x3red: int
@@ -89,7 +120,8 @@ class Inception(nn.Module):
     ch5x5red: int
     ch5x5: int
     pool_proj: int
-    conv: ModuleDef
+    conv: ModuleDef = ConvReLU
+    kernel5: int = 5
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,25 +129,61 @@ class Inception(nn.Module):
         branch2 = self.conv(self.ch3x3red, 1, name="branch2_0")(x)
         branch2 = self.conv(self.ch3x3, 3, name="branch2_1")(branch2)
         branch3 = self.conv(self.ch5x5red, 1, name="branch3_0")(x)
-        branch3 = self.conv(self.ch5x5, 3, name="branch3_1")(branch3)  # 3x3: vision#906
+        branch3 = self.conv(self.ch5x5, self.kernel5, name="branch3_1")(branch3)
         branch4 = max_pool(x, 3, 1, padding=1, ceil_mode=True)
         branch4 = self.conv(self.pool_proj, 1, name="branch4_1")(branch4)
         return jnp.concatenate([branch1, branch2, branch3, branch4], axis=-1)
 
 
+class InceptionNaive(nn.Module):
+    """The naive Inception module (figure 2(a)): 1x1, 3x3 and 5x5 'same' convs and a 3x3/1
+    max-pool side by side, concatenated, so the output depth is ch1x1 + ch3x3 + ch5x5 + the
+    input depth (672 for 128/192/96 on 28x28x256)."""
+
+    ch1x1: int
+    ch3x3: int
+    ch5x5: int
+    conv: ModuleDef = ConvReLU
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        branches = [
+            self.conv(self.ch1x1, 1, name="branch1")(x),
+            self.conv(self.ch3x3, 3, name="branch2")(x),
+            self.conv(self.ch5x5, 5, name="branch3")(x),
+            max_pool(x, 3, 1, padding=1),
+        ]
+        return jnp.concatenate(branches, axis=-1)
+
+
+AUX_POOLS = ("adaptive", "paper")
+
+
 class InceptionAux(nn.Module):
-    """Auxiliary classifier: adaptive avg-pool 4x4, 1x1 BasicConv2d 128, FC 1024 + ReLU,
-    dropout, FC."""
+    """Auxiliary classifier: avg-pool to 4x4 (torchvision's adaptive pool, or the paper's
+    5x5 stride 3), 1x1 BasicConv2d 128, FC 1024 + act, dropout, FC."""
 
     num_classes: int
     conv: ModuleDef
     dropout: float = 0.7
+    pool: str = "adaptive"
+    act: ActivationSpec = "relu"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = self.conv(128, 1, name="conv")(adaptive_avg_pool(x, (4, 4)))
+        if self.pool == "paper":
+            if min(x.shape[1:3]) < 5:
+                raise InputError(
+                    f"googlenet with aux_pool='paper' pools the auxiliary heads 5x5 and needs "
+                    f"feature maps of at least 5x5 there; got {x.shape[1]}x{x.shape[2]} "
+                    f"(inputs of at least 65x65 give them; 224x224 gives 14x14 -> 4x4)."
+                )
+            x = nn.avg_pool(x, (5, 5), (3, 3))
+        else:
+            x = adaptive_avg_pool(x, (4, 4))
+        x = self.conv(128, 1, name="conv")(x)
         x = nn.Dense(
             1024,
             kernel_init=weight_init,
@@ -123,7 +191,8 @@ class InceptionAux(nn.Module):
             param_dtype=self.param_dtype,
             name="fc1",
         )(flatten(x))
-        x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+        x = get_activation(self.act, name="act", param_dtype=self.param_dtype)(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return classifier_head(
             x,
             self.num_classes,
@@ -144,8 +213,18 @@ class GoogLeNet(Classifier):
     dropout: float = 0.2
     dropout_aux: float = 0.7
     in_channels: int = 3
+    inception_5x5: bool = False  # True: the paper's 5x5 kernel in branch 3 (torchvision: 3x3)
+    aux_pool: str = "adaptive"  # "paper": avg-pool 5x5 stride 3 in the auxiliary heads
+    activation: ActivationSpec = "relu"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        if self.aux_pool not in AUX_POOLS:
+            raise ConfigError(f"googlenet aux_pool must be one of {AUX_POOLS}; got "
+                              f"{self.aux_pool!r}.")
+        super().__post_init__()
 
     def group_matcher(self) -> dict[str, str]:
         """The stem convs, inception3/4/5 as stage3..stage5, the head with its aux heads."""
@@ -160,6 +239,7 @@ class GoogLeNet(Classifier):
         conv = partial(
             ConvBNAct,
             norm=norm,
+            act=self.activation,
             kernel_init=weight_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
@@ -175,13 +255,16 @@ class GoogLeNet(Classifier):
         for block, channels in INCEPTION_BLOCKS:
             if block in POOL_BEFORE:
                 x = max_pool(x, *POOL_BEFORE[block], ceil_mode=True)
-            x = Inception(*channels, conv=conv, name=f"inception{block}")(x)
+            x = Inception(*channels, conv=conv, kernel5=5 if self.inception_5x5 else 3,
+                          name=f"inception{block}")(x)
             out[f"inception{block}"] = x
             if run_aux and block in AUX_AFTER:
                 aux = InceptionAux(
                     self.num_classes,
                     conv=conv,
                     dropout=self.dropout_aux,
+                    pool=self.aux_pool,
+                    act=self.activation,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=AUX_AFTER[block],

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.errors import InputError
+from jaxcnn.models.activations import ActivationSpec, get_activation
 
 ModuleDef = Any
 Dtype = Any
@@ -153,8 +154,8 @@ def check_input(
         )
     if shape[0] == 0:
         raise InputError(
-            f"{model} got an empty batch {shape}: pass at least one image (a batch of 0 has no "
-            "BatchNorm statistics and no flattened size)."
+            f"{model} expects at least one image; got an empty batch {shape}. Pass at least one "
+            "image (a batch of 0 has no BatchNorm statistics and no flattened size)."
         )
     dtype = jnp.dtype(x.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -353,7 +354,9 @@ class Classifier(nn.Module):
 class ConvBNAct(nn.Module):
     """Conv (no bias) + BatchNorm + activation: torchvision's `BasicConv2d` and
     `Conv2dNormActivation` (`norm=None`: conv + activation only; `dilation` > 1: a dilated,
-    "atrous" conv whose same-padding is dilation * (kernel - 1) // 2, as torchvision's)."""
+    "atrous" conv whose same-padding is dilation * (kernel - 1) // 2, as torchvision's).
+    `act` is a callable or a name from `jaxcnn.models.activations` (a learned one, PReLU,
+    becomes the child "act")."""
 
     features: int
     kernel_size: int = 3
@@ -362,7 +365,7 @@ class ConvBNAct(nn.Module):
     groups: int = 1
     dilation: int = 1
     norm: ModuleDef | None = BatchNorm
-    act: Callable[[jax.Array], jax.Array] | None = nn.relu
+    act: ActivationSpec | None = nn.relu
     kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -385,7 +388,9 @@ class ConvBNAct(nn.Module):
         )(x)
         if self.norm is not None:
             x = self.norm(name="bn")(x)
-        return x if self.act is None else self.act(x)
+        if self.act is None:
+            return x
+        return get_activation(self.act, name="act", param_dtype=self.param_dtype)(x)
 
 
 def classifier_head(
@@ -396,13 +401,15 @@ def classifier_head(
     param_dtype: Dtype,
     name: str = "fc",
     kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init,
+    bias_init: Callable[..., jax.Array] = nn.initializers.zeros,
 ) -> jax.Array:
     """Final Dense layer with float32 logits (stable losses under bf16 compute); identity
     when `num_classes == 0`."""
     if num_classes == 0:
         return x
     logits = nn.Dense(
-        num_classes, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, name=name
+        num_classes, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+        param_dtype=param_dtype, name=name,
     )(x)
     return logits.astype(jnp.float32)
 

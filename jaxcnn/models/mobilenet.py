@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.models.initializers import kaiming_normal_fan_out as kaiming_fan_out
 from jaxcnn.models.layers import (
     Classifier,
     ConvBNAct,
@@ -34,7 +35,7 @@ from jaxcnn.models.layers import (
     classifier_head,
 )
 from jaxcnn.models.registry import register_model
-from jaxcnn.models.resnet import conv_layer, kaiming_fan_out
+from jaxcnn.models.resnet import conv_layer
 
 # MobileNet v1, Table 1: (pointwise output channels, depthwise stride) of the 13 blocks.
 V1_BLOCKS: tuple[tuple[int, int], ...] = (

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import fnmatch
 import functools
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -176,6 +178,8 @@ def _check_option(name: str, module: nn.Module, key: str) -> None:
         fail("True or False")
     elif kind == "str" and not isinstance(value, str):
         fail("a string")
+
+
 def count_params(variables: Any) -> int:
     """Number of trainable parameters: the `params` collection only (not BN statistics)."""
     if isinstance(variables, dict) or hasattr(variables, "keys"):
@@ -193,6 +197,32 @@ def init_variables(
     rngs = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, x)
     return dict(variables)
+
+
+def parse_spec(spec: str, *, kind: str) -> tuple[str, dict[str, Any]]:
+    """Split an option string such as `"leaky_relu(negative_slope=0.2)"` into its name and
+    keyword arguments (Python literals); `kind` ("activation", "initializer") names the option
+    in errors. A bare name has no arguments."""
+    match = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*", spec or "", re.S)
+    if match is None:
+        raise ConfigError(
+            f"cannot read the {kind} {spec!r}: write a name, optionally with keyword "
+            f"arguments, e.g. 'name' or 'name(key=0.1)'."
+        )
+    name, args = match.group(1).lower(), match.group(2)
+    kwargs: dict[str, Any] = {}
+    if args and args.strip():
+        try:
+            call = ast.parse(f"f({args})", mode="eval").body
+            if call.args:
+                raise ValueError("positional arguments")
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        except (SyntaxError, ValueError) as err:
+            raise ConfigError(
+                f"cannot read the arguments of the {kind} {spec!r} ({err}): give keyword "
+                f"arguments with literal values, e.g. '{name}(key=0.1)'."
+            ) from None
+    return name, kwargs
 
 
 def abstract_variables(model: nn.Module, input_shape: tuple[int, int, int]) -> dict:

@@ -5,12 +5,14 @@ conv, shortcuts are identities except where the shape changes (then conv1x1 + BN
 (torchvision's default `zero_init_residual=False`). Also Wide ResNet (Zagoruyko & Komodakis,
 2016) and ResNeXt (Xie et al., 2017) through `groups` and `width_per_group`.
 
-Three options beyond torchvision: `stem="cifar"` (3x3 stride-1 stem and no max-pool, for
+Options beyond torchvision: `stem="cifar"` (3x3 stride-1 stem and no max-pool, for
 32x32 inputs, as in section 4.2 of the paper), `skip=False` (the "plain" network of the same
-depth, with no shortcut at all, for the paper's degradation experiment) and
+depth, with no shortcut at all, for the paper's degradation experiment),
 `stride_in_1x1=True` (the paper's v1 bottleneck, as its Caffe release: the stride on the first
 1x1 conv, so the 3x3 runs at the lower resolution; Table 1's 3.8 / 7.6 / 11.3 x 10^9
-multiply-adds for ResNet-50/101/152, against v1.5's 4.1 / 7.8 / 11.5). Same parameters.
+multiply-adds for ResNet-50/101/152, against v1.5's 4.1 / 7.8 / 11.5; same parameters), and
+`activation` / `kernel_init` by name (`jaxcnn.models.activations`,
+`jaxcnn.models.initializers`; default ReLU and torchvision's init).
 
 Submodule names mirror torchvision's state_dict so conversion is mechanical:
 `layer1.0.downsample.1.running_mean` -> `batch_stats/layer1_0/downsample_1/mean`.
@@ -26,6 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.errors import ConfigError
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    Initializer,
+    InitializerSpec,
+    check_initializers,
+    kaiming_normal_fan_out,
+    resolve_initializer,
+)
 from jaxcnn.models.layers import (
     Classifier,
     Dtype,
@@ -40,9 +50,6 @@ from jaxcnn.models.registry import register_model
 
 NORMS = {"batch": batch_norm, "frozen": frozen_batch_norm}
 
-# torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"), not truncated.
-kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
 
 def conv_layer(
     features: int,
@@ -53,8 +60,10 @@ def conv_layer(
     dtype: Dtype,
     param_dtype: Dtype,
     name: str,
+    kernel_init: Initializer = kaiming_normal_fan_out,
 ) -> nn.Conv:
-    """A bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2 and Kaiming init."""
+    """A bias-free conv with PyTorch's symmetric padding (kernel - 1) // 2 and, as
+    torchvision, `kaiming_normal_(mode="fan_out", nonlinearity="relu")` init (not truncated)."""
     pad = (kernel - 1) // 2
     return nn.Conv(
         features,
@@ -63,7 +72,7 @@ def conv_layer(
         padding=((pad, pad), (pad, pad)),
         feature_group_count=groups,
         use_bias=False,
-        kernel_init=kaiming_fan_out,
+        kernel_init=kernel_init,
         dtype=dtype,
         param_dtype=param_dtype,
         name=name,
@@ -92,6 +101,7 @@ class BasicBlock(nn.Module):
     width_per_group: int = 64
     skip: bool = True
     stride_in_1x1: bool = False
+    act: ActivationSpec = "relu"
 
     expansion: ClassVar[int] = 1
 
@@ -105,12 +115,12 @@ class BasicBlock(nn.Module):
                 "block_cls=Bottleneck for ResNeXt / Wide ResNet."
             )
         y = self.conv(self.filters, 3, self.strides, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
+        y = get_activation(self.act, name="act1")(self.norm(name="bn1")(y))
         y = self.conv(self.filters, 3, name="conv2")(y)
         y = self.norm(name="bn2")(y)
         if self.skip:
             y = y + _shortcut(x, self.filters, self.strides, self.conv, self.norm)
-        return nn.relu(y)
+        return get_activation(self.act, name="act2")(y)
 
 
 class Bottleneck(nn.Module):
@@ -125,6 +135,7 @@ class Bottleneck(nn.Module):
     width_per_group: int = 64
     skip: bool = True
     stride_in_1x1: bool = False
+    act: ActivationSpec = "relu"
 
     expansion: ClassVar[int] = 4
 
@@ -134,14 +145,14 @@ class Bottleneck(nn.Module):
         out_features = self.filters * self.expansion
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         y = self.conv(width, 1, s1, name="conv1")(x)
-        y = nn.relu(self.norm(name="bn1")(y))
+        y = get_activation(self.act, name="act1")(self.norm(name="bn1")(y))
         y = self.conv(width, 3, s3, groups=self.groups, name="conv2")(y)
-        y = nn.relu(self.norm(name="bn2")(y))
+        y = get_activation(self.act, name="act2")(self.norm(name="bn2")(y))
         y = self.conv(out_features, 1, name="conv3")(y)
         y = self.norm(name="bn3")(y)
         if self.skip:
             y = y + _shortcut(x, out_features, self.strides, self.conv, self.norm)
-        return nn.relu(y)
+        return get_activation(self.act, name="act3")(y)
 
 
 class ResNet(Classifier):
@@ -164,12 +175,20 @@ class ResNet(Classifier):
     # layer1, ...): torchvision's `trainable_layers` = 5 - frozen_stages of a detection backbone.
     frozen_stages: int = 0
     in_channels: int = 3
+    activation: ActivationSpec = "relu"
+    kernel_init: InitializerSpec = None  # None: torchvision's Kaiming normal (fan_out)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        check_initializers(self)
+        super().__post_init__()
+
     def group_matcher(self) -> dict[str, str]:
-        """Stem, torchvision's layer1..layer4, the fc head."""
-        return {"stem": r"conv1|bn1", "layer{}": r"layer(\d+)_\d+", "head": r"fc"}
+        """Stem (with its learned activation, if any), torchvision's layer1..layer4, the fc
+        head."""
+        return {"stem": r"conv1|bn1|act1", "layer{}": r"layer(\d+)_\d+", "head": r"fc"}
 
     def _maybe_frozen(self, x: jax.Array, part: int) -> jax.Array:
         return jax.lax.stop_gradient(x) if part <= self.frozen_stages else x
@@ -185,20 +204,23 @@ class ResNet(Classifier):
         if self.stem not in ("imagenet", "cifar"):
             raise ConfigError(f"ResNet stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
         check_input(x, model="ResNet", channels=self.in_channels, min_size=self.min_input_size)
-        conv = partial(conv_layer, dtype=self.dtype, param_dtype=self.param_dtype)
+        kernel_init = resolve_initializer(self.kernel_init, kaiming_normal_fan_out)
+        conv = partial(conv_layer, dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=kernel_init)
         if self.norm not in NORMS:
             raise ConfigError(f"ResNet norm must be one of {sorted(NORMS)}, got {self.norm!r}.")
         norm = NORMS[self.norm](
             train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=self.norm_eps
         )
+        act = get_activation(self.activation, name="act1", param_dtype=self.param_dtype)
         out = {}
         if self.stem == "imagenet":
             x = conv(self.num_filters, 7, 2, name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
+            x = act(norm(name="bn1")(x))
             x = max_pool(x, 3, 2, padding=1)
         else:
             x = conv(self.num_filters, 3, 1, name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
+            x = act(norm(name="bn1")(x))
         x = out["stem"] = self._maybe_frozen(x, 1)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
@@ -209,14 +231,17 @@ class ResNet(Classifier):
                     width_per_group=self.width_per_group,
                     skip=self.skip,
                     stride_in_1x1=self.stride_in_1x1,
+                    act=self.activation,
                     conv=conv,
                     norm=norm,
                     name=f"layer{i + 1}_{j}",
                 )(x)
             x = out[f"stage{i + 1}"] = self._maybe_frozen(x, i + 2)
         x = out["pre_logits"] = jnp.mean(x, axis=(1, 2))
+        head_init = {} if self.kernel_init is None else {"kernel_init": kernel_init}
         out["logits"] = classifier_head(
-            x, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc"
+            x, self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc",
+            **head_init,
         )
         return out
 

@@ -5,6 +5,12 @@ losses, and similarity search, compare the embeddings.
 Any registered classifier serves as the backbone: it is built with
 `create_model(backbone, num_classes=0)`, so its pooled "pre_logits" features are the
 embedding, optionally followed by a linear projection to `embedding_dim`.
+
+With `similarity_head=True` the network also LEARNS the comparison, as Koch, Zemel &
+Salakhutdinov (2015), "Siamese Neural Networks for One-shot Image Recognition", eq. (1):
+p(same) = sigmoid(sum_j alpha_j |f(x1)_j - f(x2)_j| + b), a dense layer on the componentwise
+L1 distance, trained with binary cross-entropy on same/different pairs. `similarity` scores
+pairs, `pairwise_similarity` every pair of one batch (one backbone pass).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class Siamese(nn.Module):
     backbone: str = "resnet18"
     backbone_kwargs: Mapping[str, Any] = FrozenDict()
     embedding_dim: int | None = None  # None: the backbone's pooled features, unprojected
+    similarity_head: bool = False  # True: learned |f1 - f2| -> dense -> sigmoid (Koch 2015)
     num_classes: int = 0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -57,13 +64,38 @@ class Siamese(nn.Module):
             self.projection = nn.Dense(
                 self.embedding_dim, dtype=self.dtype, param_dtype=self.param_dtype
             )
+        if self.similarity_head:
+            self.similarity_fc = nn.Dense(1, param_dtype=self.param_dtype)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Embeddings [B, D] (float32) of one batch of images."""
         z = self.encoder(x, train=train)
         if self.embedding_dim is not None:
             z = self.projection(z)
-        return z.astype(jnp.float32)
+        z = z.astype(jnp.float32)
+        if self.similarity_head and self.is_initializing():
+            self.compare(z, z)  # create the head's parameters with the rest
+        return z
+
+    def compare(self, z1: jax.Array, z2: jax.Array) -> jax.Array:
+        """Same-pair logits [...] of embeddings z1, z2 [..., D] (broadcast): the learned head
+        on |z1 - z2|; sigmoid of it is the probability that both show the same class."""
+        if not self.similarity_head:
+            raise ConfigError(
+                "this siamese model has no learned similarity head; create it with "
+                "similarity_head=True (or compare embeddings with a distance)."
+            )
+        return self.similarity_fc(jnp.abs(z1 - z2))[..., 0].astype(jnp.float32)
+
+    def similarity(self, x1: jax.Array, x2: jax.Array, train: bool = False) -> jax.Array:
+        """Same-pair logits [B] of the pairs (x1[i], x2[i])."""
+        z1, z2 = self.pair(x1, x2, train=train)
+        return self.compare(z1, z2)
+
+    def pairwise_similarity(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Same-pair logits [B, B] of every pair of images in the batch `x`."""
+        z = self(x, train=train)
+        return self.compare(z[:, None, :], z[None, :, :])
 
     def pair(
         self, x1: jax.Array, x2: jax.Array, train: bool = False

@@ -8,6 +8,8 @@ The listing ends in a sigmoid; here the model returns LOGITS (numerically stable
 logits) and `probabilities` applies the listing's sigmoid (1 class) or a softmax (several).
 Keras defaults are kept where the listing relies on them: conv biases even before BN, BN eps
 1e-3, Glorot-uniform transposed convs; BN momentum is PyTorch's 0.1 (flax 0.9) as elsewhere.
+`activation` and `kernel_init` (of the 3x3 convs) take other names from
+`jaxcnn.models.activations` / `jaxcnn.models.initializers`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.errors import InputError
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    Initializer,
+    InitializerSpec,
+    check_initializers,
+    resolve_initializer,
+)
 from jaxcnn.models.layers import Dtype, ModuleDef, batch_norm, check_input
 from jaxcnn.models.registry import register_model
 
@@ -30,6 +39,8 @@ class ConvBlock(nn.Module):
 
     features: int
     norm: ModuleDef | None
+    act: ActivationSpec = "relu"
+    kernel_init: Initializer = nn.initializers.he_normal()  # Keras' he_normal (truncated)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -40,14 +51,14 @@ class ConvBlock(nn.Module):
                 self.features,
                 (3, 3),
                 padding="SAME",
-                kernel_init=nn.initializers.he_normal(),  # Keras' he_normal (truncated)
+                kernel_init=self.kernel_init,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"conv{i}",
             )(x)
             if self.norm is not None:
                 x = self.norm(name=f"bn{i}")(x)
-            x = nn.relu(x)
+            x = get_activation(self.act, name=f"act{i}", param_dtype=self.param_dtype)(x)
         return x
 
 
@@ -60,8 +71,15 @@ class UNet(nn.Module):
     batch_norm: bool = True
     dropout: float = 0.1
     in_channels: int = 3
+    activation: ActivationSpec = "relu"
+    kernel_init: InitializerSpec = None  # None: Keras' he_normal, as the listing
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        check_initializers(self)
+        super().__post_init__()
 
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -81,7 +99,9 @@ class UNet(nn.Module):
             if self.batch_norm
             else None
         )
-        block = partial(ConvBlock, norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        kernel_init = resolve_initializer(self.kernel_init, nn.initializers.he_normal())
+        block = partial(ConvBlock, norm=norm, act=self.activation, kernel_init=kernel_init,
+                        dtype=self.dtype, param_dtype=self.param_dtype)
         drop = nn.Dropout(self.dropout, deterministic=not train)
         out = {}
         skips = []

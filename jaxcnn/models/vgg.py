@@ -8,6 +8,11 @@ Naming rule: torchvision's module paths with '.' -> '_', keeping its Sequential 
 (`features.0.weight` -> `params/features_0/kernel`; with BN `features.1.running_mean` ->
 `batch_stats/features_1/mean`; `classifier.0/3/6` -> `classifier_0/3/6`). Flatten is NHWC, so
 a converter permutes `classifier.0.weight`'s input axis from torch's CHW order.
+
+`activation`, `kernel_init` and `bias_init` choose other activations and initializations by
+name (`jaxcnn.models.activations`, `jaxcnn.models.initializers`); an initializer given here
+applies to every conv and linear layer. A learned PReLU takes the name of the `nn.ReLU` it
+replaces in torchvision's `Sequential` (`features_1`, `classifier_1`, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    InitializerSpec,
+    check_initializers,
+    get_initializer,
+    kaiming_normal_fan_out,
+    resolve_initializer,
+)
 from jaxcnn.models.layers import (
     Classifier,
     Dtype,
@@ -44,8 +57,8 @@ CFGS: dict[str, tuple[int | str, ...]] = {
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs, N(0, 0.01) for
 # linears; all biases 0 (flax's default).
-kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-linear_init = nn.initializers.normal(0.01)
+conv_init = kaiming_normal_fan_out
+linear_init = get_initializer("normal(std=0.01)")
 
 
 class VGG(Classifier):
@@ -59,25 +72,32 @@ class VGG(Classifier):
     hidden: int = 4096  # width of the two hidden FC layers
     dropout: float = 0.5
     in_channels: int = 3
+    activation: ActivationSpec = "relu"
+    kernel_init: InitializerSpec = None  # None: torchvision's (conv_init, linear_init)
+    bias_init: InitializerSpec = None  # None: zeros
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     head_name: ClassVar[str] = "classifier_6"
 
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        check_initializers(self)
+        super().__post_init__()
+
     def group_matcher(self) -> dict[str, str]:
-        """Stage i: the convs (and BNs) before the i-th max-pool, at torchvision's `features`
-        indices; then the two hidden FCs and the head."""
+        """Stage i: the convs (and BNs, and learned activations) before the i-th max-pool, at
+        torchvision's `features` indices; then the two hidden FCs and the head."""
         groups, index, members = {}, 0, []
         for v in self.cfg:
             if v == "M":
                 groups[f"stage{len(groups) + 1}"] = "|".join(members)
                 index, members = index + 1, []
                 continue
-            members.append(f"features_{index}")
-            if self.batch_norm:
-                members.append(f"features_{index + 1}")
-            index += 3 if self.batch_norm else 2
-        return {**groups, "fc": r"classifier_[03]", "head": r"classifier_6"}
+            step = 3 if self.batch_norm else 2
+            members.extend(f"features_{index + k}" for k in range(step))
+            index += step
+        return {**groups, "fc": r"classifier_[0134]", "head": r"classifier_6"}
 
     @property
     def min_input_size(self) -> int:
@@ -89,9 +109,12 @@ class VGG(Classifier):
         name = f"vgg{len([v for v in self.cfg if v != 'M']) + 3}{'_bn' * self.batch_norm}"
         check_input(x, model=name, channels=self.in_channels, min_size=self.min_input_size)
         norm = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=1e-5)
-        dense = partial(
-            nn.Dense, kernel_init=linear_init, dtype=self.dtype, param_dtype=self.param_dtype
-        )
+        act = partial(get_activation, self.activation, param_dtype=self.param_dtype)
+        bias_init = resolve_initializer(self.bias_init, nn.initializers.zeros, bias=True)
+        conv_kernel_init = resolve_initializer(self.kernel_init, conv_init)
+        linear_kernel_init = resolve_initializer(self.kernel_init, linear_init)
+        dense = partial(nn.Dense, kernel_init=linear_kernel_init, bias_init=bias_init,
+                        dtype=self.dtype, param_dtype=self.param_dtype)
         out = {}
         index = 0  # position in torchvision's `features` Sequential
         for v in self.cfg:
@@ -103,24 +126,26 @@ class VGG(Classifier):
                 v,
                 (3, 3),
                 padding=1,
-                kernel_init=kaiming_fan_out,
+                kernel_init=conv_kernel_init,
+                bias_init=bias_init,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"features_{index}",
             )(x)
             if self.batch_norm:
                 x = norm(name=f"features_{index + 1}")(x)
-            x = nn.relu(x)
+            x = act(name=f"features_{index + 1 + self.batch_norm}")(x)
             index += 3 if self.batch_norm else 2
         x = flatten(adaptive_avg_pool(x, (self.pool_size, self.pool_size)))
-        x = nn.relu(dense(self.hidden, name="classifier_0")(x))
+        x = act(name="classifier_1")(dense(self.hidden, name="classifier_0")(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = out["pre_logits"] = nn.relu(dense(self.hidden, name="classifier_3")(x))
+        x = out["pre_logits"] = act(name="classifier_4")(dense(self.hidden, name="classifier_3")(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         out["logits"] = classifier_head(
             x,
             self.num_classes,
-            kernel_init=linear_init,
+            kernel_init=linear_kernel_init,
+            bias_init=bias_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="classifier_6",
