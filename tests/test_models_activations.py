@@ -14,6 +14,7 @@ from model_testing import fast_jit, numpy_variables, random_images
 import jaxcnn
 from jaxcnn.models import abstract_variables, get_model_spec, model_options
 from jaxcnn.models.activations import get_activation, list_activations
+from jaxcnn.models.layers import match_groups
 
 X = np.linspace(-3.0, 3.0, 13, dtype=np.float32)
 _erf = np.vectorize(math.erf)
@@ -135,3 +136,7 @@ def test_every_family_builds_with_a_learned_activation(name):
     slopes = [k for k in flatten_dict(variables["params"]) if k[-1] == "negative_slope"]
     assert slopes
     assert jaxcnn.count_params(variables) == base + len(slopes)
+    model = jaxcnn.create_model(name, activation="prelu")
+    if hasattr(model, "group_matcher"):  # freezing / per-stage rates still see every module
+        groups = match_groups(model.group_matcher(), list(variables["params"]))
+        assert sum(len(members) for _, members in groups) == len(variables["params"])
