@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all lint clean bench-gpu
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "jaxcnn needs Python >= 3.11, found " + sys.version'
@@ -26,6 +26,11 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check jaxcnn tests configs bench train.py
+
+# The GPU evidence (issue 16): `make bench-gpu` on the GPU machine (bench/RESULTS.md has the
+# exact device commands), `make bench-gpu ARGS=--smoke` here (tiny sizes, same script).
+bench-gpu:
+	bash bench/gpu_suite.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs

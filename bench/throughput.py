@@ -4,8 +4,9 @@ on synthetic data already on the device, over every local device.
 
     python bench/throughput.py --model resnet50 --batch 256 --size 224 --bf16
 
-Prints one JSON line per phase: compile time (first call) reported apart from the steady
-state, which is timed after warm-up with `block_until_ready`, no host syncs in the loop."""
+Prints one JSON line per phase: compile time (ahead of time, `.lower().compile()`) reported
+apart from the steady state, which is timed after warm-up with `block_until_ready`, no host
+syncs in the loop, and XLA's FLOP and byte counts of the step with the rates they imply."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _synthetic(args: argparse.Namespace):
 
 def _time(fn, state, batch, *, warmup: int, steps: int, carry_state: bool
           ) -> tuple[float, float, object]:
-    """(first-call seconds incl. compilation, steady-state seconds per step, live state)."""
+    """(first-call seconds, steady-state seconds per step, live state)."""
 
     def call(state):
         out = fn(state, batch)
@@ -112,20 +113,38 @@ def measure(args: argparse.Namespace) -> list[dict]:
     records = []
     for phase in args.phases.split(","):
         if phase == "train":
-            step = jit_train_step(
+            jitted = jit_train_step(
                 make_train_step(run.model, run.task, tx, run.augment, run.steps_per_epoch), run.mesh
             )
-            first, per_step, state = _time(step, state, batch, warmup=args.warmup,
-                                           steps=args.steps, carry_state=True)
         else:
-            step = jit_eval_step(make_predict_step(run.model, run.task, run.augment), run.mesh)
-            first, per_step, state = _time(step, state, batch, warmup=args.warmup,
-                                           steps=args.steps, carry_state=False)
+            jitted = jit_eval_step(make_predict_step(run.model, run.task, run.augment), run.mesh)
+        t0 = time.perf_counter()
+        step = jitted.lower(state, batch).compile()
+        compile_seconds = time.perf_counter() - t0
+        first, per_step, state = _time(step, state, batch, warmup=args.warmup,
+                                       steps=args.steps, carry_state=phase == "train")
         records.append({
-            **base, "phase": phase, "compile_and_first_call_seconds": round(first, 3),
+            **base, "phase": phase, "compile_seconds": round(compile_seconds, 3),
+            "compile_and_first_call_seconds": round(compile_seconds + first, 3),
             "steps": args.steps, "images_per_second": round(args.batch / per_step, 1),
+            **_roofline(step, per_step),
         })
     return records
+
+
+def _roofline(compiled, seconds_per_step: float) -> dict:
+    """XLA's own count of the compiled step's FLOPs and bytes accessed, and the rates the
+    measured step time implies (read against the device's peak: README, bench/roofline.py)."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    except Exception:  # cost analysis is optional per backend
+        return {}
+    return {"xla_gflop_per_step": round(flops / 1e9, 2),
+            "xla_gbytes_per_step": round(nbytes / 1e9, 3),
+            "achieved_tflops": round(flops / seconds_per_step / 1e12, 2),
+            "achieved_tbytes_per_s": round(nbytes / seconds_per_step / 1e12, 3)}
 
 
 def main(argv: list[str] | None = None) -> None:

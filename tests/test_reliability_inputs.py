@@ -336,7 +336,7 @@ def test_compile_counter_sees_compiles():
 @pytest.mark.parametrize("key, value, expected", [
     ("optimizer.lrr", 0.1, r"unknown config key 'optimizer.lrr'. Did you mean optimizer.lr\?"),
     ("optimizer.lr", "fast", r"'optimizer.lr' must be float \(default 0.1\); got str 'fast'"),
-    ("num_epochs", 2.5, r"'num_epochs' must be int \(default 10\); got float 2.5"),
+    ("checkpoint.keep", 2.5, r"'checkpoint.keep' must be int \(default 3\); got float 2.5"),
     ("data.batch_size", 30, r"data.batch_size=30 must be a positive multiple of the number of "
                             r"devices \(4\).*use e.g. 28"),
     ("data.mean", (1.0, 2.0), r"data.mean \(1.0, 2.0\) and data.std \(127.5,\) need one value"),

@@ -432,20 +432,25 @@ def tta_logits(fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: i
 @dataclasses.dataclass(frozen=True)
 class Augment:
     """The static `augment` settings of a run (from `config.data`), called in the step as
-    `augment(rng, batch, train)`."""
+    `augment(rng, batch, train, epoch)` (the epoch drives alternating flips)."""
 
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (255.0,)
     crop_padding: int = 0
     flip: bool = False
     cutout: int = 0
+    padding_mode: str = "constant"
+    flip_mode: str = "random"
 
     @classmethod
     def from_config(cls, data: Any) -> Augment:
         """Settings from a `config.data` block."""
         return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
-                   int(data.cutout))
+                   int(data.cutout), data.get("padding_mode", "constant"),
+                   data.get("flip_mode", "random"))
 
-    def __call__(self, rng: jax.Array | None, batch: dict, train: bool) -> dict:
+    def __call__(self, rng: jax.Array | None, batch: dict, train: bool,
+                 epoch: jax.Array | int | None = None) -> dict:
         return augment(rng, batch, mean=self.mean, std=self.std, crop_padding=self.crop_padding,
-                       flip=self.flip, cutout_size=self.cutout, train=train)
+                       flip=self.flip, cutout_size=self.cutout, train=train,
+                       padding_mode=self.padding_mode, flip_mode=self.flip_mode, epoch=epoch)

@@ -138,6 +138,11 @@ class AirbenchNet(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def init_from_data(self, variables: dict, images: jax.Array) -> dict:
+        """Data-dependent initialisation (the trainer calls it with `config.init.data_examples`
+        normalized training images): the whitening kernel, `init_whitening`."""
+        return init_whitening(variables, images)
+
     @nn.compact
     def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
         min_size = 8 * 3 + self.whiten_kernel - 1  # three 2x poolings, then a 3x3 max pool

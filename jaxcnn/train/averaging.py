@@ -53,3 +53,11 @@ class Lookahead:
         reset = sync | (step >= self.total_steps)
         fast = jax.tree.map(lambda f, s: jnp.where(reset, s, f), fast, slow)
         return slow, fast
+
+
+def lookahead_from_config(config: Any, total_steps: int) -> Lookahead | None:
+    """`Lookahead` from `config.lookahead` over a run of `total_steps` (None when period 0)."""
+    look = config.lookahead
+    if not look.period:
+        return None
+    return Lookahead(total_steps, int(look.period), float(look.base), float(look.power))

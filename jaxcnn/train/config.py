@@ -10,14 +10,14 @@ import ml_collections
 from jaxcnn.errors import ConfigError
 
 # Sub-dicts whose keys are free-form (passed through to a model or a task).
-FREE_FORM = ("model.kwargs", "task_kwargs", "init.extra")
+FREE_FORM = ("model.kwargs", "task_kwargs", "init.extra", "optimizer.groups")
 
 
 def default_config() -> ml_collections.ConfigDict:
     """All keys the trainer reads, with their defaults and types."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.num_epochs = 10
+    c.num_epochs = 10.0  # a fraction trains ceil(num_epochs * steps_per_epoch) steps
     c.bf16 = False  # bf16 compute; params, optimizer state and BN statistics stay float32
     c.task = ""  # "" = the model's registered task (classification, segmentation, ...)
     c.task_kwargs = ml_collections.ConfigDict()
@@ -55,6 +55,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.max_boxes = 0  # voc: boxes per image after padding (0 = the most in the data)
     c.data.class_names = ()  # voc: object classes in label order (() = names in the XML)
     c.data.cutout = 0
+    c.data.padding_mode = "constant"  # crop padding: constant (zeros) | reflect (translation)
+    c.data.flip_mode = "random"  # random | alternate (one random flip of the data, then all
+    #                               images flipped in odd epochs: airbench's alternating flip)
+    c.data.tta = 0  # test-time augmentation: 0 none | 1 mirror | 2 mirror + 1-pixel shifts
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
@@ -71,14 +75,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_all = False  # False: no decay on biases and norm scales (ndim < 2)
     c.optimizer.clip_norm = 0.0  # > 0: clip by global norm
     c.optimizer.clip_value = 0.0  # > 0: clip each gradient entry
+    # Parameter groups: {name: {pattern, lr_scale, weight_decay_scale, freeze_after_epochs}};
+    # a leaf joins the first group whose regex `pattern` matches its path ("block1/norm1/bias").
+    c.optimizer.groups = ml_collections.ConfigDict()
 
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "constant"  # constant | step | cosine | warmup_cosine | onecycle | plateau
+    c.schedule.name = "constant"  # constant | step | cosine | warmup_cosine | onecycle |
+    #                                plateau | triangle
+    c.schedule.start_factor = 0.0  # triangle: lr at step 0 = start_factor * lr
     c.schedule.warmup_epochs = 0.0
     c.schedule.milestones = (30, 60, 80)  # epochs (step decay)
     c.schedule.gamma = 0.1  # step decay factor
     c.schedule.end_factor = 0.0  # cosine: final lr = end_factor * lr
-    c.schedule.pct_start = 0.25  # onecycle
+    c.schedule.pct_start = 0.25  # onecycle, triangle: fraction of the steps before the peak
     c.schedule.div_factor = 25.0  # onecycle: initial lr = lr / div_factor
     c.schedule.final_div_factor = 1e4  # onecycle
     c.schedule.factor = 0.1  # plateau
@@ -92,6 +101,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep_best = True  # also keep the best by validation accuracy
     c.checkpoint.async_save = True
 
+    # Lookahead of the weights (jaxcnn.train.averaging): every `period` steps (0 = off) the
+    # slow copy moves towards the weights with decay base * (step / total) ** power.
+    c.lookahead = ml_collections.ConfigDict()
+    c.lookahead.period = 0
+    c.lookahead.base = 0.95**5
+    c.lookahead.power = 3.0
+
     c.lr_find = ml_collections.ConfigDict()
     c.lr_find.start_lr = 1e-7
     c.lr_find.end_lr = 10.0
@@ -101,6 +117,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.init.path = ""  # "" = random init; "torchvision:NAME", a workdir or a .msgpack file
     c.init.reinit_head = False  # keep everything but a head of another shape
     c.init.extra = ml_collections.ConfigDict()
+    c.init.data_examples = 0  # > 0: a family's `init_from_data` (airbench's whitening) sees
+    #                            this many normalized training images before training
 
     # Transfer learning (jaxcnn.train.transfer): which stages train, at which rates.
     c.transfer = ml_collections.ConfigDict()
@@ -184,6 +202,7 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "") -> None
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ConfigError(f"label_smoothing must be in [0, 1); got {config.label_smoothing}.")
     _check_ranges(config)
+    _validate_speedrun_keys(config)
 
 
 # key -> (lowest allowed, highest allowed or None, what the value means); checked at start-up
@@ -237,6 +256,41 @@ def check_image_size(config: ml_collections.ConfigDict, size: tuple[int, int]) -
             f"every training image would be blanked. Use at most {min(size)} (CIFAR recipes "
             "use 8-16 for 32x32)."
         )
+
+
+GROUP_KEYS = {"pattern": str, "lr_scale": float, "weight_decay_scale": float,
+              "freeze_after_epochs": float}
+
+
+def _validate_speedrun_keys(config: ml_collections.ConfigDict) -> None:
+    """Augmentation modes, test-time augmentation, lookahead and parameter groups."""
+    from jaxcnn.data.augment import FLIP_MODES, PADDING_MODES, TTA_LEVELS
+
+    data = config.data
+    for key, allowed in (("padding_mode", PADDING_MODES), ("flip_mode", FLIP_MODES),
+                         ("tta", TTA_LEVELS)):
+        if data[key] not in allowed:
+            raise ConfigError(f"data.{key} must be one of {allowed}; got {data[key]!r}.")
+    if config.lookahead.period < 0:
+        raise ConfigError(f"lookahead.period must be >= 0 (0 = off); got "
+                          f"{config.lookahead.period}.")
+    for name, group in config.optimizer.groups.items():
+        if not isinstance(group, ml_collections.ConfigDict | dict) or "pattern" not in group:
+            raise ConfigError(
+                f"optimizer.groups.{name} must be a group of keys with a 'pattern' (a regex "
+                f"over parameter paths such as 'block1/norm1/bias'); got {group!r}."
+            )
+        for key, value in group.items():
+            kind = GROUP_KEYS.get(key)
+            if kind is None:
+                raise ConfigError(f"unknown key optimizer.groups.{name}.{key}; valid keys are "
+                                  f"{sorted(GROUP_KEYS)}.")
+            ok = isinstance(value, str) if kind is str else (
+                isinstance(value, int | float) and not isinstance(value, bool) and value >= 0)
+            if not ok:
+                raise ConfigError(f"optimizer.groups.{name}.{key} must be "
+                                  f"{'a regex string' if kind is str else 'a number >= 0'}; "
+                                  f"got {value!r}.")
 
 
 def _validate(config: Any, defaults: Any, path: str) -> None:

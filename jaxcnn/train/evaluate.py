@@ -30,7 +30,8 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np
 
 def _predictions(run: Run, state: TrainState, split: str) -> np.ndarray:
     """The argmax class of every example of `split`."""
-    predictor = Evaluator(run, make_predict_step(run.model, run.task, run.augment))
+    predictor = Evaluator(run, make_predict_step(run.model, run.task, run.augment,
+                                                 tta=run.config.data.tta))
     preds = [np.asarray(jnp.argmax(predictor.call(state, batch), -1))
              for batch in predictor.batches(split)]
     return np.concatenate(preds)[:len(getattr(run.splits, split))]
@@ -56,7 +57,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.Pat
         state, _ = ckpt.restore(step, state, run.mesh)
     finally:
         ckpt.manager.close()
-    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment))
+    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,
+                                              tta=run.config.data.tta))
     result = {"step": step, **{f"test_{k}": v for k, v in evaluator.metrics(state, "test").items()}}
     if run.task.reports_confusion:
         k = run.splits.num_classes

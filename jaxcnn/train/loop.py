@@ -20,6 +20,7 @@ from jaxcnn.data.sources import Splits
 from jaxcnn.errors import CheckpointError, ConfigError
 from jaxcnn.train import monitor
 from jaxcnn.train.actions import CurvePlot, FiniteCheck, Preemption, Progress, StepCheckpoint
+from jaxcnn.train.averaging import lookahead_from_config
 from jaxcnn.train.checkpoint import Checkpointer, save_config, save_run_info
 from jaxcnn.train.optim import current_lr, make_optimizer
 from jaxcnn.train.run import Evaluator, Run, initial_state, setup
@@ -107,11 +108,14 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     monitor.write_jsonl(metrics_path, history)  # drop records newer than the checkpoint
 
     frozen_stats = stats_filter(config, run.model, run.variables["params"])
+    total_steps = math.ceil(spe * config.num_epochs)  # a fractional last epoch stops early
     train_fn = make_train_step(run.model, run.task, tx, run.augment, spe,
                                freeze_stats=frozen_stats,
-                               eval_forward=config.transfer.freeze == "linear_probe")
+                               eval_forward=config.transfer.freeze == "linear_probe",
+                               lookahead=lookahead_from_config(config, total_steps))
     feeder = make_feeder(run.splits.train, run.mesh, run.on_device())
-    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment))
+    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,
+                                              tta=config.data.tta))
     step = int(jax.device_get(state.step))
     n_train = len(run.splits.train)
 
@@ -128,7 +132,7 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     table = monitor.EpochTable(run.task.best_metric)
     train_seconds, images = 0.0, 0
     with Preemption() as preemption:
-        for epoch in range(step // spe, config.num_epochs):
+        for epoch in range(step // spe, math.ceil(total_steps / spe)):
             start = step
             progress.begin_epoch(epoch, step)
             t_epoch = time.perf_counter()
@@ -136,9 +140,10 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
                                             start_step=step % spe, n=n_train, batch_size=bs):
                 state, _ = compiled(state, batch)
                 step = epoch * spe + pos + 1
-                for action in step_actions:
-                    action(step, state)
-                if preemption.requested:
+                last = step >= total_steps
+                for action in step_actions[:1] if last else step_actions:
+                    action(step, state)  # the last step's checkpoint is the epoch end's
+                if preemption.requested or last:
                     break
             jax.block_until_ready(state)
             elapsed = time.perf_counter() - t_epoch
@@ -163,7 +168,7 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
             save(step, state, valid)
             table.row(record)
             monitor.append_jsonl(metrics_path, record)
-            plot(history, force=epoch + 1 == config.num_epochs)
+            plot(history, force=step >= total_steps)
     ckpt.wait()
     test = evaluator.metrics(state, "test")
     result = {

@@ -1,7 +1,9 @@
 """Optimizers and learning-rate schedules from config, as small optax factories composed
 with `optax.chain`: clip -> [coupled L2] -> scale_by_<optimizer> -> [decoupled decay] ->
 -lr(step) [-> reduce-on-plateau]. Weight decay is a masked transform (no decay on biases
-and norm scales), never a term added to the loss.
+and norm scales), never a term added to the loss. Parameter groups (`optimizer.groups`,
+regexes over parameter paths) get their own rate and decay scales and can be frozen after
+some epochs, each group an `optax.multi_transform` branch.
 
 Seam for transfer learning: `make_optimizer(config, params, ..., wrap=)` receives the params
 tree, so a caller can build per-group optimizers (freezing with `optax.set_to_zero`,
@@ -9,6 +11,7 @@ discriminative learning rates) with `optax.multi_transform` and labels over the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,7 +23,7 @@ import optax.contrib
 from jaxcnn.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "onecycle", "plateau")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "onecycle", "plateau", "triangle")
 
 
 def decay_mask(params: Any, decay_all: bool = False) -> Any:
@@ -29,10 +32,10 @@ def decay_mask(params: Any, decay_all: bool = False) -> Any:
     return jax.tree.map(lambda p: bool(decay_all or p.ndim >= 2), params)
 
 
-def make_schedule(sched: Any, lr: float, steps_per_epoch: int, num_epochs: int
+def make_schedule(sched: Any, lr: float, steps_per_epoch: int, num_epochs: float
                   ) -> optax.Schedule:
     """The learning rate as a function of the global step (epochs given in config)."""
-    total = max(1, steps_per_epoch * num_epochs)
+    total = max(1, math.ceil(steps_per_epoch * num_epochs))
     warmup = int(round(sched.warmup_epochs * steps_per_epoch))
     name = sched.name
     if name in ("constant", "plateau"):
@@ -46,6 +49,9 @@ def make_schedule(sched: Any, lr: float, steps_per_epoch: int, num_epochs: int
         return optax.warmup_cosine_decay_schedule(
             0.0, lr, max(warmup, 1), total, end_value=lr * sched.end_factor
         )
+    elif name == "triangle":
+        return triangle_schedule(lr, math.ceil(steps_per_epoch * num_epochs), sched.start_factor,
+                                 sched.pct_start, sched.end_factor)
     elif name == "onecycle":
         return optax.cosine_onecycle_schedule(
             total, lr, pct_start=sched.pct_start, div_factor=sched.div_factor,
@@ -99,13 +105,11 @@ def make_optimizer(
         parts.append(optax.clip_by_global_norm(opt.clip_norm))
     if opt.clip_value:
         parts.append(optax.clip(opt.clip_value))
-    decoupled = opt.decoupled or opt.name == "adamw"
-    if opt.weight_decay and not decoupled:
-        parts.append(optax.add_decayed_weights(opt.weight_decay, mask))  # torch's L2 in grad
-    parts.append(_scale_by(opt))
-    if opt.weight_decay and decoupled:
-        parts.append(optax.add_decayed_weights(opt.weight_decay, mask))  # Loshchilov & Hutter
-    parts.append(optax.scale_by_learning_rate(schedule))
+    groups = dict(opt.get("groups", {}) or {})
+    if groups:
+        parts.append(_grouped(opt, groups, params, mask, schedule, steps_per_epoch))
+    else:
+        parts += _update_rule(opt, mask, schedule)
     if sched.name == "plateau":
         # Plateau is judged on the training loss averaged over one epoch of steps.
         parts.append(optax.contrib.reduce_on_plateau(
@@ -116,6 +120,42 @@ def make_optimizer(
     if wrap is not None:
         tx = wrap(tx, params)
     return optax.with_extra_args_support(tx), schedule
+
+
+def _update_rule(opt: Any, mask: Any, schedule: optax.Schedule, lr_scale: float = 1.0,
+                 weight_decay_scale: float = 1.0) -> list[optax.GradientTransformation]:
+    """[coupled L2] -> scale_by_<optimizer> -> [decoupled decay] -> -lr(step) * lr_scale."""
+    parts = []
+    decay = opt.weight_decay * weight_decay_scale
+    decoupled = opt.decoupled or opt.name == "adamw"
+    if decay and not decoupled:
+        parts.append(optax.add_decayed_weights(decay, mask))  # torch's L2 in the gradient
+    parts.append(_scale_by(opt))
+    if decay and decoupled:
+        parts.append(optax.add_decayed_weights(decay, mask))  # Loshchilov & Hutter
+    rate = schedule if lr_scale == 1.0 else (lambda step: schedule(step) * lr_scale)
+    parts.append(optax.scale_by_learning_rate(rate))
+    return parts
+
+
+def _grouped(opt: Any, groups: dict, params: Any, mask: Any, schedule: optax.Schedule,
+             steps_per_epoch: int) -> optax.GradientTransformation:
+    """One update rule per parameter group (`optimizer.groups`), the rest "default": its own
+    learning-rate and weight-decay scales, and optionally frozen after some epochs
+    (airbench94: BatchNorm biases at 64x the rate with 1/64 the L2 coefficient, so the same
+    decay per step; the whitening kernel frozen; its bias frozen after 3 epochs)."""
+    if "default" in groups:
+        raise ConfigError("optimizer.groups may not be named 'default' (the ungrouped rest).")
+    labels = param_labels(params, {name: g["pattern"] for name, g in groups.items()})
+    rules = {"default": optax.chain(*_update_rule(opt, mask, schedule))}
+    for name, g in groups.items():
+        parts = _update_rule(opt, mask, schedule, float(g.get("lr_scale", 1.0)),
+                             float(g.get("weight_decay_scale", 1.0)))
+        if "freeze_after_epochs" in g:
+            steps = int(round(float(g["freeze_after_epochs"]) * steps_per_epoch))
+            parts.append(optax.set_to_zero() if steps == 0 else freeze_after(steps))
+        rules[name] = optax.chain(*parts)
+    return optax.multi_transform(rules, labels)
 
 
 def current_lr(schedule: optax.Schedule, opt_state: Any, step: int) -> float:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcnn.data.augment import Augment
+from jaxcnn.data.augment import Augment, random_flip
 from jaxcnn.data.pipeline import (
     check_batch_size,
     eval_batches,
@@ -26,7 +26,7 @@ from jaxcnn.data.pipeline import (
     replicated,
     steps_per_epoch,
 )
-from jaxcnn.data.sources import Splits, load_data
+from jaxcnn.data.sources import Source, Splits, load_data
 from jaxcnn.errors import ConfigError
 from jaxcnn.models import create_model, get_model_spec, model_options
 from jaxcnn.train.config import check_image_size, validate_config
@@ -142,7 +142,37 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
         merged = merge_variables(variables, loaded, reinit_head=reinit,
                                  where=config.init.path or "passed to fit()")
         variables = jax.device_put(merged, replicated(mesh))
+    if config.init.data_examples:
+        variables = init_from_data(model, augment, splits.train, variables,
+                                   config.init.data_examples, config.seed, config.model.name)
+        variables = jax.device_put(variables, replicated(mesh))
+    if config.data.flip and config.data.flip_mode == "alternate":
+        splits = dataclasses.replace(splits, train=preflip(splits.train, config.seed))
     return Run(config, mesh, splits, model, kwargs, task, augment, spe, eval_bs, variables)
+
+
+def init_from_data(model: nn.Module, augment: Augment, source: Source, variables: dict,
+                   n: int, seed: int, name: str = "") -> dict:
+    """The family's data-dependent initialisation (`model.init_from_data`, e.g. airbench's
+    whitening layer) from `n` normalized training images drawn with `seed`."""
+    if not hasattr(model, "init_from_data"):
+        raise ConfigError(
+            f"init.data_examples={n} asks for a data-dependent initialisation, which model "
+            f"{name or type(model).__name__!r} does not have (airbench94 has one: its "
+            "whitening layer). Set init.data_examples=0."
+        )
+    pick = np.sort(np.random.default_rng([seed, 0xA1B]).permutation(len(source))[:n])
+    images = augment(None, {"image": jnp.asarray(source.take(pick)["image"])}, train=False)
+    return model.init_from_data(variables, images["image"])
+
+
+def preflip(source: Source, seed: int) -> Source:
+    """The training split with a random half of its examples mirrored once (airbench's
+    epoch-0 `batch_flip_lr`), for `data.flip_mode="alternate"`: the step then mirrors every
+    example in odd epochs (`jaxcnn.data.augment.alternating_flip`)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        flipped = random_flip(jax.random.PRNGKey(seed + 0x5F), dict(source.arrays))
+    return Source(jax.device_get(flipped))
 
 
 def _example(splits: Splits, augment: Augment) -> dict:
@@ -165,7 +195,8 @@ def sum_keys(run: Run) -> tuple[str, ...]:
 def initial_state(run: Run, tx: optax.GradientTransformation, mesh: Any = None) -> TrainState:
     """A fresh TrainState from `run`'s initial variables, replicated on `mesh` (or run.mesh)."""
     variables = jax.device_get(run.variables) if mesh is not None else run.variables
-    state = create_state(variables, tx, run.config.seed, sum_keys(run))
+    state = create_state(variables, tx, run.config.seed, sum_keys(run),
+                         lookahead=run.config.lookahead.period > 0)
     return jax.device_put(state, replicated(run.mesh if mesh is None else mesh))
 
 

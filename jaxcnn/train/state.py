@@ -19,7 +19,8 @@ class TrainState:
     optax state (incl. reduce-on-plateau); rng: raw uint32[2] key, folded with the step;
     sums: running sums of the task's metrics over the current epoch (exact train metrics
     after a resume); bad_step: -1, or the first step whose loss or gradient norm was not
-    finite (the state then stays frozen at the last good values)."""
+    finite (the state then stays frozen at the last good values); slow: the lookahead copy
+    {"params", "batch_stats"} (jaxcnn.train.averaging), None without lookahead."""
 
     step: jax.Array
     params: Any
@@ -28,6 +29,7 @@ class TrainState:
     rng: jax.Array
     sums: dict[str, jax.Array]
     bad_step: jax.Array
+    slow: Any = None
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -39,18 +41,23 @@ class TrainState:
 
 def create_state(
     variables: dict[str, Any], tx: optax.GradientTransformation, seed: int,
-    sum_keys: tuple[str, ...],
+    sum_keys: tuple[str, ...], lookahead: bool = False,
 ) -> TrainState:
-    """A fresh state from initial model `variables` (float32) and an optimizer."""
+    """A fresh state from initial model `variables` (float32) and an optimizer; with
+    `lookahead`, the slow copy starts as the initial variables."""
     params = variables["params"]
+    stats = variables.get("batch_stats", {})
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        batch_stats=variables.get("batch_stats", {}),
+        batch_stats=stats,
         opt_state=tx.init(params),
         rng=jax.random.PRNGKey(seed + 0x3A5),  # raw uint32 key: plain array in checkpoints
         sums={k: jnp.zeros((), jnp.float32) for k in sum_keys},
         bad_step=jnp.full((), -1, jnp.int32),
+        # A copy: the state is donated to the step, and no buffer may be donated twice.
+        slow=jax.tree.map(jnp.copy, {"params": params, "batch_stats": stats}) if lookahead
+        else None,
     )
 
 

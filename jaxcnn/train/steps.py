@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxcnn.data.augment import Augment
+from jaxcnn.data.augment import Augment, tta_logits
 from jaxcnn.data.pipeline import batch_sharding, replicated
+from jaxcnn.train.averaging import Lookahead
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.tasks import Task
 
@@ -26,15 +27,18 @@ def make_train_step(
     augment: Augment, steps_per_epoch: int,
     freeze_stats: Callable[[Any, Any], Any] | None = None,
     eval_forward: bool = False,
+    lookahead: Lookahead | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """The pure training step (not yet compiled). `freeze_stats(new, old)` filters the
     BatchNorm statistics after the step; `eval_forward` runs the model in eval mode (running
-    statistics, no dropout): a linear probe trains its head on the features it is tested on."""
+    statistics, no dropout): a linear probe trains its head on the features it is tested on;
+    `lookahead` syncs the variables with the state's slow copy (`state.slow`) after the
+    update."""
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         # One key per step, from the state: reproducible and independent of device count.
         r_aug, r_drop = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        batch = augment(r_aug, batch, train=True)
+        batch = augment(r_aug, batch, train=True, epoch=state.step // steps_per_epoch)
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict, Any]]:
             variables = dict(state.variables, params=params)
@@ -59,8 +63,13 @@ def make_train_step(
         fresh = (state.step % steps_per_epoch) == 0
         new_sums = {k: jnp.where(fresh, 0.0, state.sums[k]) + sums[k].astype(jnp.float32)
                     for k in state.sums}
+        slow = state.slow
+        if lookahead is not None:
+            slow, fast = lookahead(slow, {"params": params, "batch_stats": batch_stats},
+                                   state.step + 1)
+            params, batch_stats = fast["params"], fast["batch_stats"]
         new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, sums=new_sums)
+                            opt_state=opt_state, sums=new_sums, slow=slow)
         # NaN guard: a non-finite step leaves the state at the last good values, records the
         # step, and freezes training so no poisoned state can ever be checkpointed.
         ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
@@ -74,25 +83,40 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: nn.Module, task: Task, augment: Augment
+def _eval_outputs(model: nn.Module, task: Task, state: TrainState, batch: dict, tta: int
+                  ) -> Any:
+    """Eval-mode model outputs, averaged over the `tta` views of batch["image"]
+    (`jaxcnn.data.augment.tta_logits`: airbench's mirror and translate averaging)."""
+
+    def forward(images: jax.Array) -> Any:
+        out = model.apply(state.variables, *task.model_inputs({**batch, "image": images}),
+                          train=False)
+        return getattr(out, "logits", out)
+
+    if not tta:
+        return model.apply(state.variables, *task.model_inputs(batch), train=False)
+    return tta_logits(forward, batch["image"], tta)
+
+
+def make_eval_step(model: nn.Module, task: Task, augment: Augment, tta: int = 0
                    ) -> Callable[[TrainState, dict], dict]:
-    """The pure evaluation step: metric sums over a (padded, weighted) batch."""
+    """The pure evaluation step: metric sums over a (padded, weighted) batch; `tta` > 0
+    averages the logits over flipped (and translated) views first."""
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         batch = augment(None, batch, train=False)
-        outputs = model.apply(state.variables, *task.model_inputs(batch), train=False)
-        return task.eval_metrics(outputs, batch)
+        return task.eval_metrics(_eval_outputs(model, task, state, batch, tta), batch)
 
     return eval_step
 
 
-def make_predict_step(model: nn.Module, task: Task, augment: Augment
+def make_predict_step(model: nn.Module, task: Task, augment: Augment, tta: int = 0
                       ) -> Callable[[TrainState, dict], jax.Array]:
-    """Model outputs (logits) for a batch, in eval mode."""
+    """Model outputs (logits) for a batch, in eval mode (`tta` as in `make_eval_step`)."""
 
     def predict_step(state: TrainState, batch: dict) -> jax.Array:
         batch = augment(None, batch, train=False)
-        out = model.apply(state.variables, *task.model_inputs(batch), train=False)
+        out = _eval_outputs(model, task, state, batch, tta)
         return getattr(out, "logits", out)
 
     return predict_step
