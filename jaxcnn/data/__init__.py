@@ -4,6 +4,7 @@ deterministic epoch order and sharding helpers for the data-parallel train step.
 
 from jaxcnn.data.augment import (
     Augment,
+    alternating_flip,
     augment,
     center_crop,
     color_jitter,
@@ -16,6 +17,7 @@ from jaxcnn.data.augment import (
     random_vertical_flip,
     rotate,
     ten_crop,
+    tta_logits,
 )
 from jaxcnn.data.pipeline import (
     DATA_AXIS,
@@ -50,6 +52,7 @@ from jaxcnn.data.voc import load_voc, parse_voc_xml  # registers data.source='vo
 __all__ = [
     "DATA_AXIS",
     "Augment",
+    "alternating_flip",
     "HostData",
     "OnDeviceData",
     "Source",
@@ -87,4 +90,5 @@ __all__ = [
     "ten_crop",
     "train_batches",
     "train_indices",
+    "tta_logits",
 ]

@@ -6,13 +6,14 @@ from jaxcnn.train import (  # noqa: F401  (registers the "localization", "siames
     localization_task,
     siamese_task,
 )
+from jaxcnn.train.averaging import Lookahead, ema_update
 from jaxcnn.train.checkpoint import Checkpointer
 from jaxcnn.train.config import default_config, validate_config
 from jaxcnn.train.evaluate import confusion_matrix, evaluate_checkpoint
 from jaxcnn.train.loop import fit
 from jaxcnn.train.lr_finder import lr_find
-from jaxcnn.train.optim import decay_mask, make_optimizer, make_schedule
-from jaxcnn.train.run import Run, initial_state, setup
+from jaxcnn.train.optim import decay_mask, make_optimizer, make_schedule, triangle_schedule
+from jaxcnn.train.run import Run, init_from_data, initial_state, setup
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import (
     enable_compilation_cache,
@@ -27,6 +28,7 @@ from jaxcnn.train.warmstart import load_init_variables, merge_variables
 
 __all__ = [
     "Checkpointer",
+    "Lookahead",
     "Run",
     "Task",
     "TrainState",
@@ -34,10 +36,12 @@ __all__ = [
     "create_state",
     "decay_mask",
     "default_config",
+    "ema_update",
     "enable_compilation_cache",
     "evaluate_checkpoint",
     "fit",
     "get_task",
+    "init_from_data",
     "initial_state",
     "jit_eval_step",
     "jit_train_step",
@@ -51,5 +55,6 @@ __all__ = [
     "merge_variables",
     "register_task",
     "setup",
+    "triangle_schedule",
     "validate_config",
 ]
