@@ -48,6 +48,9 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=f
 # --- sizes: the on a GPU, tiny ones for the CPU smoke (same steps, same scripts) ---
 if [ "$SMOKE" = 1 ]; then
     TP_ARGS=(--batch 4 --size 32 --warmup 1 --steps 2)
+    # torch.compile's Inductor needs many minutes of C++ code generation on a shared 2-core
+    # CPU: the smoke compiles with the 'eager' backend (Dynamo graph capture, same calls).
+    TORCH_ARGS=(--compile-backend eager)
     SPEEDRUN_ARGS=(--runs 2 --epochs 1 --batch-size 64 --eval-batch-size 100 --whiten-images 200)
     AIRBENCH_ARGS=(--runs 2 --epochs 1 --batch-size 64 --smoke)
     DATA_ARGS=(--limit-per-class 20)
@@ -56,6 +59,7 @@ if [ "$SMOKE" = 1 ]; then
     LIMIT_A=2400; LIMIT_B=2400
 else
     TP_ARGS=(--batch 256 --size 224 --warmup 5 --steps 30)
+    TORCH_ARGS=()
     SPEEDRUN_ARGS=(--runs 5)
     AIRBENCH_ARGS=(--runs 5)
     DATA_ARGS=()
@@ -125,7 +129,7 @@ if [ "$PART" = A ] || [ "$PART" = all ]; then
             "$JAX_PY" bench/throughput.py --model "$model" --bf16 "${TP_ARGS[@]}"
         step "torch-$model" "$F" "$DEADLINE" 150 \
             "$TORCH_PY" bench/torch_ref.py --model "$model" --modes eager,compile \
-            "${TP_ARGS[@]}"
+            "${TP_ARGS[@]}" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"}
     done
 fi
 

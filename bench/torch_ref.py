@@ -25,6 +25,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--device", default=None, help="default: cuda if available else cpu")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (a CPU smoke test uses 'eager': graph capture "
+                   "without Inductor's minutes of C++ code generation)")
     return p.parse_args()
 
 
@@ -70,7 +73,7 @@ def measure(args: argparse.Namespace, mode: str, phase: str) -> dict:
             with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
                 model(x)
 
-    fn = torch.compile(step) if mode == "compile" else step
+    fn = torch.compile(step, backend=args.compile_backend) if mode == "compile" else step
     start = time.perf_counter()
     fn()
     _sync(torch, device)
@@ -90,6 +93,7 @@ def measure(args: argparse.Namespace, mode: str, phase: str) -> dict:
         "device": _device_name(torch, device),
         "model": args.model,
         "mode": mode,
+        "compile_backend": args.compile_backend if mode == "compile" else None,
         "phase": phase,
         "batch": args.batch,
         "size": args.size,
