@@ -11,9 +11,8 @@ arXiv:2404.00498; the `airbench` package 0.1.8, `lib_airbench94.py` `make_net94`
 Conventions matched: 'same' 3x3 convolutions without bias, initialised as PyTorch's
 default with the first `in_channels` filters set to the identity (`torch.nn.init.dirac_`,
 airbench's `Conv.reset_parameters`); BatchNorm without a learned scale, eps 1e-12 and
-PyTorch momentum 0.4 (flax momentum 0.6); exact (erf) GELU, PyTorch's `nn.GELU()` default.
-One difference: flax keeps the biased batch variance in the running statistics where
-PyTorch keeps the unbiased one (a factor n/(n-1) with n >= 9 * batch, immaterial here)."""
+PyTorch momentum 0.4 (flax momentum 0.6) and PyTorch's unbiased running variance
+(`jaxcnn.models.layers.batch_norm`); exact (erf) GELU, PyTorch's `nn.GELU()` default."""
 
 from __future__ import annotations
 
