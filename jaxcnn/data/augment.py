@@ -405,7 +405,7 @@ TTA_LEVELS = (0, 1, 2)
 
 
 def tta_logits(fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: int
-                      ) -> jax.Array:
+               ) -> jax.Array:
     """airbench's test-time augmentation (utils.py `infer`, lines 11-30) around `fn` (images
     -> logits): level 0 is `fn(x)`; level 1 averages `x` and its mirror image; level 2 gives
     the mirror average half the weight and spreads the other half over the mirror averages of
