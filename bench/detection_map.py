@@ -9,7 +9,9 @@ Data: per image 1-15 ground-truth boxes over 80 categories (5% crowd), 100 detec
 copies of the ground truth (80% with the right label) and random boxes, random scores.
 pycocotools is timed from in-memory COCO-format lists made by `jaxcnn.detection.to_coco`
 (createIndex, loadRes, evaluate, accumulate, summarize), jaxcnn from the per-image arrays.
-Prints one JSON line per repeat and one summary line with medians and the ratio.
+Both are single-threaded numpy / Python, so the process CPU time is reported next to the wall
+time: on a shared machine it is the steadier measure. Prints one JSON line per repeat and one
+summary line with medians and the ratios.
 """
 
 from __future__ import annotations
@@ -81,17 +83,20 @@ def main() -> None:
     args = _parse()
     preds, targets = make_data(args)
     dataset, results = to_coco(preds, targets)
-    ours_s, theirs_s = [], []
+    ours_s, theirs_s, ours_cpu, theirs_cpu = [], [], [], []
     for r in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ours = np.array(list(coco_evaluate(preds, targets).values()))
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         theirs = run_pycocotools(dataset, results)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         ours_s.append(t1 - t0)
         theirs_s.append(t2 - t1)
+        ours_cpu.append(c1 - c0)
+        theirs_cpu.append(c2 - c1)
         diff = float(np.abs(ours - theirs).max())
         row = {"repeat": r, "jaxcnn_s": round(t1 - t0, 3), "pycocotools_s": round(t2 - t1, 3)}
+        row |= {"jaxcnn_cpu_s": round(c1 - c0, 3), "pycocotools_cpu_s": round(c2 - c1, 3)}
         print(json.dumps(row | {"max_abs_diff": diff}), flush=True)
     summary = {
         "images": args.images,
@@ -100,6 +105,9 @@ def main() -> None:
         "jaxcnn_s_median": round(statistics.median(ours_s), 3),
         "pycocotools_s_median": round(statistics.median(theirs_s), 3),
         "speedup": round(statistics.median(theirs_s) / statistics.median(ours_s), 1),
+        "jaxcnn_cpu_s_median": round(statistics.median(ours_cpu), 3),
+        "pycocotools_cpu_s_median": round(statistics.median(theirs_cpu), 3),
+        "speedup_cpu": round(statistics.median(theirs_cpu) / statistics.median(ours_cpu), 1),
         "equal": bool(np.array_equal(ours, theirs)),
         "stats": dict(zip(("map", "map_50", "map_75"), map(float, ours[:3]), strict=True)),
         "numpy": np.__version__,

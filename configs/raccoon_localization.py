@@ -1,6 +1,7 @@
 """Single-object localization on the raccoon photos (PASCAL VOC XML, 160 train / 40 test):
-ResNet-18 features on a 4x4 grid -> class logits + one box, trained from scratch on the
-largest box of each image; reports mean IoU and accuracy at IoU >= 0.5 on the test split.
+small_cnn (width 16) features on a 4x4 grid -> class logits + one box, trained from scratch on
+the largest box of each image; reports mean IoU and accuracy at IoU >= 0.5 on the test split.
+`--config.model.kwargs.backbone=resnet18` swaps the backbone (3x the compute at 128 px).
 
     python train.py --config configs/raccoon_localization.py --workdir runs/raccoon_loc \
         --config.data.path=data/raccoon       # tar xzf raccoon-voc.tar.gz -C data/
@@ -13,8 +14,8 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def get_config():
-    """128 px, flip + 8 px translation (boxes move with the image), Adam 1e-3 cosine, 40
-    epochs, smooth-L1 box loss on (cx, cy, w, h) fractions of the image."""
+    """128 px, flip + 8 px translation (boxes move with the image), Adam 3e-3 with warm-up and
+    cosine decay, 30 epochs, smooth-L1 box loss on (cx, cy, w, h) fractions of the image."""
     config = default.get_config()
     config.data.source = "voc"
     config.data.path = "data/raccoon"
@@ -26,11 +27,12 @@ def get_config():
     config.data.batch_size = 16
     config.data.eval_batch_size = 40
     config.model.name = "localizer"
-    config.model.kwargs.backbone = "resnet18"
+    config.model.kwargs.backbone = "small_cnn"
+    config.model.kwargs.backbone_kwargs = {"width": 16}
     config.task_kwargs.box_loss = "smooth_l1"
-    config.num_epochs = 40
+    config.num_epochs = 30
     config.optimizer.name = "adam"
-    config.optimizer.lr = 1e-3
+    config.optimizer.lr = 3e-3
     config.optimizer.weight_decay = 1e-4
     config.schedule.name = "warmup_cosine"
     config.schedule.warmup_epochs = 2.0

@@ -248,3 +248,12 @@ def test_metrics_accept_images_without_boxes_and_unpad():
     assert [len(t["boxes"]) for t in targets] == [1, 0]
     assert det.coco_evaluate(preds, targets)["map"] == pytest.approx(1.0)
     assert det.voc_evaluate(preds, targets)["map"] == pytest.approx(1.0)
+
+
+def test_no_ground_truth_at_all_warns_and_reports_minus_one():
+    preds = [_one()]
+    targets = [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0, int)}]
+    with pytest.warns(UserWarning, match="no box"):
+        assert set(det.coco_evaluate(preds, targets).values()) == {-1.0}
+    with pytest.warns(UserWarning, match="no class"):
+        assert det.voc_evaluate(preds, targets)["map"] == -1.0

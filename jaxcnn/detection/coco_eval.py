@@ -22,6 +22,7 @@ The matching loop runs over detection ranks (at most 100 steps), vectorized over
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -209,6 +210,9 @@ def coco_evaluate(
     flat = flatten_detections(predictions, targets)
     cats = np.unique(flat.gt_labels)
     if len(cats) == 0:  # nothing to find: every summary is undefined, as in pycocotools
+        warnings.warn(
+            "coco_evaluate: the targets hold no box, so every stat is -1 (undefined)", stacklevel=2
+        )
         return {name: -1.0 for name in STAT_NAMES} | ({"map_per_class": {}} if per_class else {})
     # Rank of each detection within its (image, label) group by decreasing score (stable).
     order = np.lexsort(

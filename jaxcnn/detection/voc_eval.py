@@ -13,6 +13,7 @@ the envelope at recall 0, 0.1, ..., 1 (11 points, VOC 2007). IoU is the continuo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -129,5 +130,9 @@ def voc_evaluate(
         result["precision"][key], result["recall"][key] = prec, rec
         result["num_gt"][key] = npos
     aps = list(result["ap"].values())
+    if not aps:
+        warnings.warn(
+            "voc_evaluate: no class has a non-difficult ground-truth box; map is -1", stacklevel=2
+        )
     result["map"] = float(np.mean(aps)) if aps else -1.0
     return result
