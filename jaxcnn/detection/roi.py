@@ -151,15 +151,17 @@ def _roi_align_forward(features: jax.Array, rois: jax.Array, geo: _Geometry) -> 
     num, sample, count = _align_samples(rois, geo)
     ph, pw = geo.pooled
 
+    acc_dtype = jnp.promote_types(features.dtype, jnp.float32)  # bf16 maps sum in float32
+
     def body(s, acc):
         idx, w = sample(s)
-        v = flat[idx]  # [4, K, PH, PW, C]
+        v = flat[idx].astype(acc_dtype)  # [4, K, PH, PW, C]
         wv = w[..., None] * v
         return acc + (((wv[0] + wv[1]) + wv[2]) + wv[3])
 
-    acc = jnp.zeros((rois.shape[0], ph, pw, c), features.dtype)
+    acc = jnp.zeros((rois.shape[0], ph, pw, c), acc_dtype)
     acc = jax.lax.fori_loop(0, num, body, acc)
-    return acc / count[:, None, None, None].astype(features.dtype)
+    return (acc / count[:, None, None, None]).astype(features.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -174,16 +176,17 @@ def _roi_align_fwd(features, rois, geo):
 def _roi_align_bwd(geo, rois, g):
     n, height, width, c = geo.shape
     num, sample, count = _align_samples(rois, geo)
-    g = g / count[:, None, None, None].astype(g.dtype)
+    acc_dtype = jnp.promote_types(g.dtype, jnp.float32)
+    g32 = g.astype(acc_dtype) / count[:, None, None, None]
 
     def body(s, grad):
         idx, w = sample(s)
-        upd = w[..., None].astype(g.dtype) * g[None]
+        upd = w[..., None] * g32[None]
         return grad.at[idx.reshape(-1)].add(upd.reshape(-1, c))
 
-    grad = jnp.zeros((n * height * width, c), g.dtype)
+    grad = jnp.zeros((n * height * width, c), acc_dtype)
     grad = jax.lax.fori_loop(0, num, body, grad)
-    return grad.reshape(n, height, width, c), jnp.zeros_like(rois)
+    return grad.reshape(n, height, width, c).astype(g.dtype), jnp.zeros_like(rois)
 
 
 _roi_align.defvjp(_roi_align_fwd, _roi_align_bwd)
