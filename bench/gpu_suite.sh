@@ -51,6 +51,7 @@ if [ "$SMOKE" = 1 ]; then
     # torch.compile's Inductor needs many minutes of C++ code generation on a shared 2-core
     # CPU: the smoke compiles with the 'eager' backend (Dynamo graph capture, same calls).
     TORCH_ARGS=(--compile-backend eager)
+    MODELS=${SMOKE_MODELS:-resnet18}  # resnet50 is the same two scripts with another name
     SPEEDRUN_ARGS=(--runs 2 --epochs 1 --batch-size 64 --eval-batch-size 100 --whiten-images 200)
     AIRBENCH_ARGS=(--runs 2 --epochs 1 --batch-size 64 --smoke)
     DATA_ARGS=(--limit-per-class 20)
@@ -60,6 +61,7 @@ if [ "$SMOKE" = 1 ]; then
 else
     TP_ARGS=(--batch 256 --size 224 --warmup 5 --steps 30)
     TORCH_ARGS=()
+    MODELS="resnet18 resnet50"
     SPEEDRUN_ARGS=(--runs 5)
     AIRBENCH_ARGS=(--runs 5)
     DATA_ARGS=()
@@ -124,7 +126,7 @@ step() {
 if [ "$PART" = A ] || [ "$PART" = all ]; then
     DEADLINE=$(( $(date +%s) + LIMIT_A ))
     F="$OUT/partA"
-    for model in resnet18 resnet50; do
+    for model in $MODELS; do
         step "jaxcnn-$model" "$F" "$DEADLINE" 100 \
             "$JAX_PY" bench/throughput.py --model "$model" --bf16 "${TP_ARGS[@]}"
         step "torch-$model" "$F" "$DEADLINE" 150 \
