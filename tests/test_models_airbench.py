@@ -18,6 +18,7 @@ from jaxcnn.models.airbench import (
     init_whitening,
     whitening_kernel,
 )
+from jaxcnn.models.layers import match_groups
 
 
 def test_airbench94_param_count_matches_make_net94():
@@ -178,3 +179,11 @@ def test_batchnorm_gelu_and_output_scale_follow_make_net94():
     normed = (conv2 - mean) / np.sqrt(var + 1e-12) + bias
     expected = jax.nn.gelu(jnp.asarray(normed), approximate=False)
     np.testing.assert_allclose(feats["block1"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_groups_cover_every_module_in_network_order_head_last():
+    model = jaxcnn.create_model("airbench94")
+    params = abstract_variables(model, (32, 32, 3))["params"]
+    groups = match_groups(model.group_matcher(), list(params))
+    assert [g for g, _ in groups] == ["whiten", "block1", "block2", "block3", "head"]
+    assert groups[-1][1] == [model.head_name]

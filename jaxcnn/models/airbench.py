@@ -137,6 +137,10 @@ class AirbenchNet(Classifier):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
+    def group_matcher(self) -> dict[str, str]:
+        """The whitening layer, the three blocks and the fc head (freezing, per-stage rates)."""
+        return {"whiten": r"whiten", "block{}": r"block(\d+)", "head": r"fc"}
+
     def init_from_data(self, variables: dict, images: jax.Array) -> dict:
         """Data-dependent initialisation (the trainer calls it with `config.init.data_examples`
         normalized training images): the whitening kernel, `init_whitening`."""
