@@ -6,8 +6,9 @@ static shapes: proposals come out padded to `post_nms_top_n` with a validity mas
   [N, ..., 4] deltas in torchvision's (level, row, column, anchor) order
   (`concat_box_prediction_layers`);
 - `filter_proposals`: per level the `pre_nms_top_n` best anchors, sigmoid, clip to the image,
-  drop boxes with a side < 1e-3 and scores < `score_thresh`, NMS per level at `nms_thresh`,
-  the best `post_nms_top_n` (`filter_proposals`);
+  drop boxes with a side < 1e-3 and scores < `score_thresh`, NMS per level at `nms_thresh`
+  (dense Cluster-NMS, `nms_keep_dense`: a few [k, k] rounds, not one step per kept box), the
+  best `post_nms_top_n` (`filter_proposals`);
 - `anchor_targets` + `rpn_loss`: anchors matched to ground truth (IoU >= 0.7 positive, < 0.3
   negative, plus each box's best anchors), a balanced sample of 256 per image (half positive at
   most), binary cross-entropy on the sampled objectness and smooth-L1 (beta 1/9) on the positive
@@ -20,13 +21,12 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxcnn.detection.boxes import _iou, clip_boxes_to_image, min_size_mask
 from jaxcnn.detection.coder import encode_boxes
 from jaxcnn.detection.matching import BELOW_LOW_THRESHOLD, BalancedSampler, Matcher
-from jaxcnn.detection.nms import _f32_threshold, _nms_core
+from jaxcnn.detection.nms import _f32_threshold, _nms_core, nms_keep_dense
 
 RPN_MIN_SIZE = 1e-3  # torchvision's RegionProposalNetwork.min_size
 
@@ -72,24 +72,31 @@ def filter_proposals(
     `image_sizes` [N, 2] the (height, width) each image occupies in the padded batch."""
     objectness = jax.lax.stop_gradient(objectness)
     proposals = jax.lax.stop_gradient(proposals)
-    idx, levels, offset = [], [], 0
-    for level, count in enumerate(level_sizes):
+    boxes, scores, keeps, offset = [], [], [], 0
+    for count in level_sizes:  # NMS within each level, as torchvision's batched_nms by level
         k = min(pre_nms_top_n, count)
-        _, top = jax.lax.top_k(objectness[:, offset : offset + count], k)
-        idx.append(top + offset)
-        levels.append(np.full((k,), level, np.int32))
+        logits, top = jax.lax.top_k(objectness[:, offset : offset + count], k)
+        b = jnp.take_along_axis(proposals[:, offset : offset + count], top[..., None], axis=1)
+        b = jax.vmap(lambda b, s: clip_boxes_to_image(b, (s[0], s[1])))(b, image_sizes)
+        p = jax.nn.sigmoid(logits)
+        valid = min_size_mask(b, RPN_MIN_SIZE) & (p >= score_thresh)
+        keeps.append(nms_keep_dense(b, p, valid, nms_thresh))
+        boxes.append(b)
+        scores.append(p)
         offset += count
-    idx = jnp.concatenate(idx, axis=1)
-    lvl = jnp.broadcast_to(jnp.asarray(np.concatenate(levels)), idx.shape)
-    scores = jax.nn.sigmoid(jnp.take_along_axis(objectness, idx, axis=1))
-    boxes = jnp.take_along_axis(proposals, idx[..., None], axis=1)
-    boxes = jax.vmap(lambda b, s: clip_boxes_to_image(b, (s[0], s[1])))(boxes, image_sizes)
-    valid = min_size_mask(boxes, RPN_MIN_SIZE) & (scores >= score_thresh)
-    keep, ok = _per_image_nms(boxes, scores, lvl, valid, nms_thresh, post_nms_top_n)
-    safe = jnp.maximum(keep, 0)
-    out_boxes = jnp.take_along_axis(boxes, safe[..., None], axis=1)
-    out_scores = jnp.take_along_axis(scores, safe, axis=1)
-    return (jnp.where(ok[..., None], out_boxes, 0.0), jnp.where(ok, out_scores, 0.0), ok)
+    boxes, scores = jnp.concatenate(boxes, axis=1), jnp.concatenate(scores, axis=1)
+    kept = jnp.concatenate(keeps, axis=1)
+    # The best post_nms_top_n kept boxes by score, over all levels (batched_nms' order).
+    n_out = min(post_nms_top_n, scores.shape[1])
+    ranked, idx = jax.lax.top_k(jnp.where(kept, scores, -1.0), n_out)
+    ok = ranked >= 0.0
+    out_boxes = jnp.take_along_axis(boxes, idx[..., None], axis=1)
+    out_boxes, ranked = jnp.where(ok[..., None], out_boxes, 0.0), jnp.where(ok, ranked, 0.0)
+    pad = post_nms_top_n - n_out  # fewer candidates than slots: static padding
+    if pad:
+        out_boxes = jnp.pad(out_boxes, ((0, 0), (0, pad), (0, 0)))
+        ranked, ok = jnp.pad(ranked, ((0, 0), (0, pad))), jnp.pad(ok, ((0, 0), (0, pad)))
+    return out_boxes, ranked, ok
 
 
 def anchor_targets(

@@ -246,6 +246,21 @@ class FasterRCNN(nn.Module):
                 f"{self.num_classes}."
             )
 
+    def frozen_params(self, params: dict) -> dict:
+        """True for the parameters torchvision freezes (`_resnet_fpn_extractor`: only the
+        last `trainable_backbone_layers` of layer4, layer3, layer2, layer1, conv1 train, and
+        bn1 with all 5); the optimizer leaves them fixed, the forward stops their gradients."""
+        train = ["layer4", "layer3", "layer2", "layer1", "conv1"][: self.trainable_backbone_layers]
+        if self.trainable_backbone_layers == 5:
+            train.append("bn1")
+
+        def mark(path: tuple, _: Any) -> bool:
+            keys = [str(getattr(p, "key", p)) for p in path]
+            return keys[:2] == ["backbone", "body"] and not any(
+                keys[2].startswith(t) for t in train)
+
+        return jax.tree_util.tree_map_with_path(mark, params)
+
     def setup(self) -> None:
         self._check()
         body = ResNet(stage_sizes=self.stage_sizes, block_cls=self.block_cls, num_classes=0,

@@ -2,7 +2,8 @@
 and schedules from config, transfer-learning policy, warm starts, orbax checkpoints, the
 loop's periodic actions, logs and plots."""
 
-from jaxcnn.train import (  # noqa: F401  (registers the "localization", "siamese" tasks)
+from jaxcnn.train import (  # noqa: F401  (registers the "detection", "localization", "siamese")
+    detection_task,
     localization_task,
     siamese_task,
 )

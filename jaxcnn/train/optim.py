@@ -46,8 +46,9 @@ def make_schedule(sched: Any, lr: float, steps_per_epoch: int, num_epochs: float
     elif name == "cosine":
         base = optax.cosine_decay_schedule(lr, total, alpha=sched.end_factor)
     elif name == "warmup_cosine":
+        warmup = max(warmup, 1)  # a warm-up as long as the run still ends in one decay step
         return optax.warmup_cosine_decay_schedule(
-            0.0, lr, max(warmup, 1), total, end_value=lr * sched.end_factor
+            0.0, lr, warmup, max(total, warmup + 1), end_value=lr * sched.end_factor
         )
     elif name == "triangle":
         return triangle_schedule(lr, math.ceil(steps_per_epoch * num_epochs), sched.start_factor,

@@ -102,6 +102,7 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
             f"task {task.name!r} needs {missing} in every example; dataset {splits.name!r} "
             f"has {sorted(splits.train.arrays)}."
         )
+    task.check_data(splits)
     spe = steps_per_epoch(len(splits.train), config.data.batch_size)
     if spe == 0:
         raise ConfigError(
@@ -117,7 +118,7 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
         )
     kwargs = dict(config.model.kwargs)
     if task.uses_num_classes and "num_classes" not in kwargs:
-        kwargs["num_classes"] = splits.num_classes
+        kwargs["num_classes"] = splits.num_classes + int(task.background_class)
     if "in_channels" in model_options(config.model.name) and "in_channels" not in kwargs:
         kwargs["in_channels"] = channels  # the data decides: digits 1, CIFAR 3
     if config.bf16:
@@ -226,9 +227,6 @@ class Evaluator:
         return self.compiled(state, batch)
 
     def metrics(self, state: TrainState, split: str) -> dict[str, float]:
-        """Summarized metrics of the whole split."""
-        total = None
-        for batch in self.batches(split):
-            out = jax.device_get(self.call(state, batch))
-            total = out if total is None else {k: total[k] + out[k] for k in out}
-        return self.run.task.summarize(total)
+        """Summarized metrics of the whole split (`Task.reduce` of the per-batch outputs)."""
+        return self.run.task.reduce(
+            jax.device_get(self.call(state, batch)) for batch in self.batches(split))

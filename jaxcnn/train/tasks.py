@@ -7,7 +7,7 @@ over steps and devices exactly; `summarize` turns summed values into means."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -53,6 +53,8 @@ class Task:
     uses_num_classes: bool = False
     # The model's outputs are class scores: --eval_only adds a confusion matrix.
     reports_confusion: bool = False
+    # The model's classes are the dataset's plus a background class at index 0 (detectors).
+    background_class: bool = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -74,6 +76,17 @@ class Task:
         """Means from sums: every key but "count" divided by "count"."""
         count = max(float(sums.get("count", 0.0)), 1e-12)
         return {k: float(v) / count for k, v in sums.items() if k != "count"}
+
+    def reduce(self, outputs: Iterable[dict[str, Any]]) -> dict[str, float]:
+        """A split's metrics from the eval step's per-batch outputs: their sums, summarized.
+        A task whose metric is not a sum over examples (detection mAP) overrides this."""
+        total: dict[str, Any] | None = None
+        for out in outputs:
+            total = out if total is None else {k: total[k] + out[k] for k in out}
+        return self.summarize(total or {})
+
+    def check_data(self, splits: Any) -> None:
+        """Raise DatasetError for data this task cannot train on (checked at start-up)."""
 
 
 def _weighted(x: jax.Array, weight: jax.Array | None) -> jax.Array:

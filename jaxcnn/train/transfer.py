@@ -103,10 +103,27 @@ def _module_labels(model: Any, params: dict, config: Any) -> tuple[dict[str, str
 
 def make_tx_wrap(config: Any, model: Any) -> TxWrap | None:
     """The `wrap` of `make_optimizer`: multi_transform of the config's optimizer per
-    trainable group (times its rate factor) and set_to_zero for frozen groups; None when
-    config.transfer changes nothing."""
-    if not uses_transfer(config):
+    trainable group (times its rate factor) and set_to_zero for frozen groups, then zero
+    updates for the leaves the model itself keeps fixed (`model.frozen_params(params)`: a
+    detector's frozen backbone layers, torchvision's `requires_grad_(False)`); None when
+    neither applies."""
+    policy = _policy_wrap(config, model) if uses_transfer(config) else None
+    declared = getattr(model, "frozen_params", None)
+    if policy is None and declared is None:
         return None
+
+    def wrap(tx: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
+        if policy is not None:
+            tx = policy(tx, params)
+        if declared is not None:  # no update, weight decay included
+            tx = optax.chain(tx, optax.masked(optax.set_to_zero(), declared(params)))
+        return tx
+
+    return wrap
+
+
+def _policy_wrap(config: Any, model: Any) -> TxWrap:
+    """config.transfer's groups as an optax.multi_transform."""
 
     def wrap(tx: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
         labels, groups = _module_labels(model, params, config)
