@@ -17,6 +17,8 @@ import jaxcnn
 from jaxcnn.detection import box_iou, detect, run_detector
 from jaxcnn.errors import CheckpointError, ConfigError, InputError
 from jaxcnn.pretrained import from_torchvision
+from jaxcnn.pretrained.convert import flatten_tree
+from jaxcnn.pretrained.torchvision import key_map_for
 from jaxcnn.pretrained.synthetic import synthetic_photo, synthetic_state_dict
 
 GOLDEN = Path(__file__).parent / "golden" / "fasterrcnn"
@@ -165,13 +167,34 @@ def test_training_losses_equal_torchvision_for_the_same_draws():
     variables = converted("train")
 
     @jax.jit
-    def losses(variables, batch, sizes, targets, samples):
-        return model.apply(variables, batch, sizes, targets, train=True, samples=samples)
+    def step(params, batch, sizes, targets, samples):
+        def total(params):
+            losses = model.apply({**variables, "params": params}, batch, sizes, targets,
+                                 train=True, samples=samples)
+            return sum(losses.values()), losses
 
-    got = losses(variables, batch, sizes, targets, samples)
+        return jax.value_and_grad(total, has_aux=True)(params)
+
+    (_, got), grads = step(variables["params"], batch, sizes, targets, samples)
     for name in ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"):
         np.testing.assert_allclose(float(got[name]), float(g[f"loss/{name}"]), rtol=2e-5,
                                    err_msg=name)
+    # The gradient of the summed losses is torchvision's, through RoI Align, the FPN and the
+    # backbone; the layers torchvision freezes (conv1, layer1: trainable_backbone_layers=3)
+    # get none.
+    key_map = key_map_for("fasterrcnn_resnet18_fpn", {"params": variables["params"]})
+    flat = flatten_tree({"params": grads})
+    for key in sorted({k.split("/")[1] for k in g.files if k.startswith("grad/")}):
+        want = g[f"grad/{key}/values"]
+        value = np.asarray(flat[key_map[key][0]])
+        got_values = value.reshape(-1)[subsample_index(value.size)]
+        assert value.shape == tuple(g[f"grad/{key}/shape"]), key
+        np.testing.assert_allclose(got_values, want, rtol=0, atol=2e-4 * np.abs(want).max(),
+                                   err_msg=key)
+    frozen = model.frozen_params(variables["params"])
+    assert any(jax.tree.leaves(frozen)) and not all(jax.tree.leaves(frozen))
+    for is_frozen, grad in zip(jax.tree.leaves(frozen), jax.tree.leaves(grads), strict=True):
+        assert (not np.any(np.asarray(grad))) if is_frozen else np.isfinite(grad).all()
 
 
 def test_classifier_state_dict_is_refused_naming_the_missing_parts():

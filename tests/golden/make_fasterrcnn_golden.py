@@ -23,7 +23,8 @@ Each stores the images' seeds and shapes, the transformed batch (subsampled), th
 the FPN maps (subsampled, NHWC), the RPN proposals and scores, and the detections.
 
 Training case (`train`): the resnet18 model in training mode with small sampler and proposal
-sizes, two images with targets; stores the four losses and what torchvision drew: the sampled
+sizes, two images with targets; stores the four losses, the gradients of their sum for a few
+parameters (GRADIENTS, subsampled, jaxcnn's layout), and what torchvision drew: the sampled
 anchors per image, the proposals the RoI heads received, and the sampled RoIs (positions in
 [proposals, ground truth]).
 """
@@ -64,6 +65,17 @@ SCALES = {
     50: {"backbone.fpn.inner_blocks.": 0.0012, **_HEADS},
 }
 MAX_VALUES = 1024
+# Parameters whose gradient of the summed training losses is recorded (one per part).
+GRADIENTS = [
+    "backbone.body.layer2.0.conv1.weight",
+    "backbone.body.layer4.1.conv2.weight",
+    "backbone.fpn.layer_blocks.0.0.weight",
+    "rpn.head.conv.0.0.weight",
+    "rpn.head.bbox_pred.bias",
+    "roi_heads.box_head.fc7.weight",
+    "roi_heads.box_predictor.cls_score.weight",
+    "roi_heads.box_predictor.bbox_pred.weight",
+]
 
 
 def build(depth: int, num_classes: int, eps: float, **kwargs) -> torch.nn.Module:
@@ -189,6 +201,16 @@ def train_case(seed: int) -> tuple[dict[str, np.ndarray], list]:
     for k, v in losses.items():
         out[f"loss/{k}"] = v.detach().numpy()
         print(f"  {k} = {float(v.detach()):.6f}")
+    sum(losses.values()).backward()
+    params = dict(model.named_parameters())
+    for name in GRADIENTS:
+        g = params[name].grad.numpy()
+        if g.ndim == 4:
+            g = g.transpose(2, 3, 1, 0)  # OIHW -> HWIO, jaxcnn's layout
+        elif g.ndim == 2:
+            g = g.T
+        out[f"grad/{name}/values"] = g.reshape(-1)[subsample_index(g.size)]
+        out[f"grad/{name}/shape"] = np.array(g.shape)
     out["image_sizes"] = np.array(captured["batch"].image_sizes)
     out["batch_shape"] = np.array(captured["batch"].tensors.shape)
     for i in range(2):
