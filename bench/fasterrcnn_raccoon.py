@@ -18,7 +18,8 @@ mAP@0.5 and VOC AP@0.5 of both on the test split (jaxcnn's `coco_evaluate`, in o
 pixels), inference images/s on the test split (eval mode, batch 8, second pass), and the mAP
 of a trivial detector (one whole-image box per image) as the floor.
 
-    nice -n 10 python bench/fasterrcnn_raccoon.py --size 256 --epochs 3 --out bench/fasterrcnn_raccoon.json
+    nice -n 10 python bench/fasterrcnn_raccoon.py --size 256 --epochs 3 \
+        --out bench/fasterrcnn_raccoon.json
 """
 
 from __future__ import annotations

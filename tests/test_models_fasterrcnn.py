@@ -18,8 +18,8 @@ from jaxcnn.detection import box_iou, detect, run_detector
 from jaxcnn.errors import CheckpointError, ConfigError, InputError
 from jaxcnn.pretrained import from_torchvision
 from jaxcnn.pretrained.convert import flatten_tree
-from jaxcnn.pretrained.torchvision import key_map_for
 from jaxcnn.pretrained.synthetic import synthetic_photo, synthetic_state_dict
+from jaxcnn.pretrained.torchvision import key_map_for
 
 GOLDEN = Path(__file__).parent / "golden" / "fasterrcnn"
 KEYS = json.loads((GOLDEN / "keys.json").read_text())
