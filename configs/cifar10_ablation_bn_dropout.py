@@ -1,6 +1,6 @@
 """CIFAR-10 ablation: small_cnn with/without BN and dropout (:bn_dropout|bn|dropout|plain)."""
 
-from configs import cifar10_resnet18, default
+from . import cifar10_resnet18, default
 
 VARIANTS = {
     "bn_dropout": (True, 0.3),

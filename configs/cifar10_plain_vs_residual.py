@@ -1,6 +1,6 @@
 """CIFAR-10 plain vs residual nets (He 2015 fig. 4): config.py:resnet18|plain18|resnet34|plain34."""
 
-from configs import cifar10_resnet18
+from . import cifar10_resnet18
 
 VARIANTS = {
     "resnet18": ("resnet18", True),

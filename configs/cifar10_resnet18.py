@@ -1,6 +1,6 @@
 """ResNet-18 (cifar stem) on CIFAR-10 (tfds, or --config.data.source=folder), standard recipe."""
 
-from configs import default
+from . import default
 
 CIFAR10_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
 CIFAR10_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)

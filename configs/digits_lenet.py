@@ -1,6 +1,6 @@
 """The default: LeNet-5 on sklearn digits (32x32, fixed split), offline, <60 s on 2 CPUs, >=97%."""
 
-from configs import default
+from . import default
 
 
 def get_config():

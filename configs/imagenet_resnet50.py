@@ -1,6 +1,6 @@
 """ResNet-50 on ImageNet (tfds imagenet2012, manual dir): the standard 90-epoch step recipe."""
 
-from configs import default
+from . import default
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

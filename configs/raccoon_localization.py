@@ -7,7 +7,7 @@ The variant `configs/raccoon_localization.py:resnet18` swaps in a ResNet-18 back
         --config.data.path=data/raccoon       # tar xzf raccoon-voc.tar.gz -C data/
 """
 
-from configs import default
+from . import default
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

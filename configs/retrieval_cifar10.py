@@ -2,7 +2,7 @@
 (bench/retrieval_cifar10.py measures precision@10 on the test set against raw pixels).
 Sized for a 2-core CPU: small_cnn at width 16 (~73k parameters), 3 epochs."""
 
-from configs import default
+from . import default
 
 
 def get_config():

@@ -5,7 +5,7 @@ automobile, bird, cat, deer, dog, frog in ImageFolder's sorted order), evaluated
 Data: the ImageFolder JPEGs (default data/cifar10) or tfds with
 --config.data.source=tfds --config.data.name=cifar10."""
 
-from configs import siamese_digits
+from . import siamese_digits
 
 
 def get_config():

@@ -2,7 +2,7 @@
 (7, 8 and 9 never give a gradient), evaluated on 7-9 with `jaxcnn siamese-eval WORKDIR`.
 Offline, well under a minute of training on 2 CPU cores."""
 
-from configs import default
+from . import default
 
 
 def get_config():

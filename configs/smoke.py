@@ -1,6 +1,6 @@
 """Tiny end-to-end run for tests: LeNet-5, 256 digits, 2 epochs, batch 32, seconds on CPU."""
 
-from configs import default
+from . import default
 
 
 def get_config():

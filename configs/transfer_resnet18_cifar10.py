@@ -10,8 +10,8 @@ fresh 10-class head; only the head trains (linear probe, frozen BN statistics). 
 "finetune": resumes from the head stage's checkpoint and unfreezes everything at
 discriminative rates slice(3e-5, 3e-4), stem slowest."""
 
-from configs import default
-from configs.cifar10_resnet18 import cifar10_data
+from . import default
+from .cifar10_resnet18 import cifar10_data
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

@@ -1,6 +1,7 @@
 """jaxcnn: classic convolutional networks in JAX/Flax.
 
-The public API: `create_model`, `list_models`, `count_params`, `summary`, plus the subpackages
+The public API: `create_model`, `list_models`, `load_model` (timm/torchvision-style weights),
+`predict`, `count_params`, `summary`, `feature_info`, plus the subpackages
 `jaxcnn.train`, `jaxcnn.data`, `jaxcnn.pretrained` and `jaxcnn.similarity`.
 """
 
@@ -18,9 +19,9 @@ from jaxcnn.models import (
     conv_output_size,
     count_params,
     create_model,
+    feature_info,
     get_model_spec,
     init_variables,
-    list_models,
     receptive_field,
     summary,
 )
@@ -28,11 +29,15 @@ from jaxcnn.models import (
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # PEP 562: `jaxcnn.predict` without importing PIL/flax IO eagerly
+def __getattr__(name: str):  # PEP 562: the weights API without importing PIL/orbax eagerly
     if name == "predict":
-        from jaxcnn.pretrained.predict import predict
+        from jaxcnn.classify import predict
 
         return predict
+    if name in ("load_model", "list_models"):
+        from jaxcnn import loading
+
+        return getattr(loading, name)
     raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")
 
 
@@ -48,9 +53,11 @@ __all__ = [
     "conv_output_size",
     "count_params",
     "create_model",
+    "feature_info",
     "get_model_spec",
     "init_variables",
     "list_models",
+    "load_model",
     "predict",
     "receptive_field",
     "summary",

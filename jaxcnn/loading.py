@@ -10,13 +10,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+import jax
+import numpy as np
+
+from jaxcnn.data.transforms import EvalTransform
 from jaxcnn.errors import CheckpointError, UnknownModelError
 from jaxcnn.models import create_model, get_model_spec
+from jaxcnn.models import list_models as _list_registered
 from jaxcnn.rundir import RunDir, is_run_dir
+
+WEIGHTS_HELP = ("a registry tag (DEFAULT, IMAGENET1K_V1), a weight file (.msgpack, .pth, "
+                ".safetensors) or `jaxcnn convert` directory, or a training workdir (its best "
+                "checkpoint; --model may then be left out)")
+
+
+def model_of(model: str | None, weights: str | os.PathLike | None) -> str | None:
+    """The model a command runs: `model`, or, when left out (or "pixels") and `weights` is
+    a training workdir, the model that workdir trained."""
+    if weights is not None and model in (None, "pixels") and is_run_dir(weights):
+        return RunDir(weights).info()["model"]
+    if model is None and weights is not None:
+        raise CheckpointError(
+            f"--weights {weights} is not a training workdir, so it does not say which model it "
+            "belongs to: add --model NAME (jaxcnn models lists them)."
+        )
+    return model
 
 
 @dataclasses.dataclass
@@ -46,22 +68,19 @@ def weights_id(weights: str | os.PathLike | None) -> str:
 
 
 def default_transform(model_name: str) -> EvalTransform:
-    """The transform of the model's registered weights when it has some, else ImageNet's
-    evaluation transform (shorter side to 256/224 of the input, centre crop, ImageNet
-    mean/std) for models whose canonical input is at least 64 pixels, and a plain resize
-    with [0, 1] scaling for small-input models (LeNet, CIFAR stems), as the default
-    training config does."""
+    """The transform of the model's most accurate registered weights when it has some, else
+    the one its `pretrained_cfg` describes (ImageNet's resize-and-centre-crop and statistics
+    for ImageNet-size RGB models, a plain resize with [0, 1] scaling for small inputs)."""
     from jaxcnn.pretrained import get_weights
 
     try:
         return get_weights(model_name, "DEFAULT").transforms()
     except UnknownModelError:
         pass
-    h, w, c = get_model_spec(model_name).input_shape
-    if min(h, w) >= 64 and c == 3:
-        return EvalTransform((h, w), c, IMAGENET_MEAN, IMAGENET_STD,
-                         resize_size=round(h * 256 / 224))
-    return EvalTransform((h, w), c)
+    cfg = get_model_spec(model_name).pretrained_cfg
+    h, w, c = cfg["input_size"]
+    resize = round(h / cfg["crop_pct"]) if cfg["crop_pct"] < 1 else 0
+    return EvalTransform((h, w), c, cfg["mean"], cfg["std"], resize_size=resize)
 
 
 def _head_size(model_name: str, variables: dict[str, Any]) -> int | None:
@@ -142,3 +161,93 @@ def load_weights(model_name: str | None, weights: str | os.PathLike) -> LoadedWe
         names = tuple(entry.meta["categories"])
     return LoadedWeights(model_name, variables, kwargs, transform, names, tag,
                          weights_id(weights))
+
+
+def list_models(pattern: str | None = None, *, task: str | None = None,
+                pretrained: bool = False) -> list[str]:
+    """Sorted registered model names (glob `pattern`, `task`); with `pretrained`, only those
+    with registered weights (timm's `list_models(pretrained=True)`)."""
+    names = _list_registered(pattern, task=task)
+    if pretrained:
+        from jaxcnn.pretrained import WEIGHTS
+
+        with_weights = {w.model for w in WEIGHTS}
+        names = [n for n in names if n in with_weights]
+    return names
+
+
+def load_model(name: str | None, weights: str | os.PathLike | None = "DEFAULT",
+               num_classes: int | None = None, **options: Any) -> tuple[Any, dict[str, Any]]:
+    """(model, variables) of model `name` with `weights` ("DEFAULT" or another registry tag,
+    a weight file or directory, a training workdir, or None for a fresh random init), as
+    timm's `create_model(pretrained=True)` / torchvision's `get_model(weights=)`: the model
+    is built with the options the weights need (GoogLeNet's transform_input=True and no aux
+    heads, a workdir's recorded options) and `options` on top; with `num_classes` different
+    from the weights' head, the classifier head is freshly initialized (every other leaf
+    loaded), as timm's `reset_classifier`. `name` may be None for a workdir."""
+    import jax
+
+    if weights is None:
+        if name is None:
+            raise CheckpointError("load_model(None, weights=None): name the model.")
+        kwargs = dict(options)
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        model = create_model(name, **kwargs)
+        shape = get_model_spec(name).input_shape
+        x = jax.numpy.zeros((1, *shape), jax.numpy.float32)
+        rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+        variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, x)
+        return model, {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    loaded = load_weights(name, weights)
+    kwargs = {**loaded.model_kwargs, **options}
+    head = kwargs.get("num_classes", get_model_spec(loaded.model_name).num_classes)
+    if num_classes is None or num_classes == head:
+        return loaded.model(**options), loaded.variables
+    kwargs["num_classes"] = num_classes
+    model = create_model(loaded.model_name, **kwargs)
+    shape = loaded.transform.size + (loaded.transform.channels,)
+    x = jax.numpy.zeros((1, *shape), jax.numpy.float32)
+    # Random init with the model's own initializers ("rbg" keys: compiles fast on CPU).
+    rngs = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
+    fresh = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, x)
+    fresh = {k: v for k, v in fresh.items() if k in ("params", "batch_stats")}
+    return model, merge_variables(fresh, loaded.variables, reinit_head=True,
+                                  where=str(loaded.source))
+
+
+def merge_variables(fresh: dict, loaded: dict, *, reinit_head: bool, where: str) -> dict:
+    """`loaded` laid over `fresh` (same tree). A leaf missing or of another shape raises
+    CheckpointError naming it and both shapes, unless `reinit_head` keeps the fresh leaf
+    (then one log line names the re-initialized leaves, e.g. a new 10-class head)."""
+    out, fresh_kept = {}, []
+    for collection, tree in fresh.items():
+        src = loaded.get(collection, {})
+
+        def pick(path: tuple, leaf: Any, src: Any = src, collection: str = collection) -> Any:
+            node = src
+            for p in path:
+                key = getattr(p, "key", getattr(p, "idx", p))
+                if not hasattr(node, "__getitem__") or key not in node:
+                    node = None
+                    break
+                node = node[key]
+            name = collection + "/" + "/".join(str(getattr(p, "key", p)) for p in path)
+            if node is None or np.shape(node) != np.shape(leaf):
+                if reinit_head:
+                    got = "missing" if node is None else f"{np.shape(node)}"
+                    fresh_kept.append(f"{name} {np.shape(leaf)} (loaded: {got})")
+                    return leaf
+                got = "missing" if node is None else f"shape {np.shape(node)}"
+                raise CheckpointError(
+                    f"initial variables {where}: {name!r} is {got} but the model needs shape "
+                    f"{np.shape(leaf)} (another architecture or num_classes?). Set "
+                    "config.init.reinit_head=True to re-initialize mismatching layers."
+                )
+            return np.asarray(node, dtype=np.asarray(leaf).dtype)
+
+        out[collection] = jax.tree_util.tree_map_with_path(pick, tree)
+    if fresh_kept:
+        print(f"init from {where}: weights kept except {len(fresh_kept)} freshly initialized "
+              f"leaves (new head): {', '.join(fresh_kept)}", file=sys.stderr, flush=True)
+    return out

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from jaxcnn import cli
+from jaxcnn.classify import predict
 from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from jaxcnn.errors import CheckpointError, DatasetError, OfflineError, UnknownModelError
 from jaxcnn.pretrained import (
@@ -29,7 +30,6 @@ from jaxcnn.pretrained import (
     imagenet_categories,
     list_weights,
     load,
-    predict,
     read_state_dict,
     restore_variables,
     save_variables,

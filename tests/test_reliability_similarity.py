@@ -180,7 +180,7 @@ def _index(folder: Path, out: Path, *extra: str) -> int:
 ])
 def test_index_rejects_zero_or_negative_sizes(flags, message, tmp_path, capsys):
     folder = _photos(tmp_path / "photos", 2)
-    assert main(["index", str(folder), "--out", str(tmp_path / "idx"), "--quiet", *flags]) == 2
+    assert main(["index", str(folder), "--out", str(tmp_path / "idx"), "--quiet", *flags]) == 1
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "idx" / "meta.json").exists()
 
@@ -230,7 +230,7 @@ def test_truncated_part_is_named_by_search_and_rebuilt_by_index(tmp_path, capsys
     part = out / "part-00001.npz"
     part.write_bytes(part.read_bytes()[:100])
     capsys.readouterr()
-    assert main(["search", str(out), str(folder / "img0.png"), "--grid", ""]) == 2
+    assert main(["search", str(out), str(folder / "img0.png"), "--grid", ""]) == 1
     err = capsys.readouterr().err
     assert f"the similarity index file {part} is damaged: BadZipFile" in err
     assert "Run `jaxcnn index` with the same --out" in err
@@ -260,7 +260,7 @@ def test_garbled_meta_json_is_named_and_index_rebuilds_everything(garbage, tmp_p
     assert _index(folder, out) == 0
     (out / "meta.json").write_bytes(garbage)
     capsys.readouterr()
-    assert main(["search", str(out), str(folder / "img0.png"), "--grid", ""]) == 2
+    assert main(["search", str(out), str(folder / "img0.png"), "--grid", ""]) == 1
     assert f"the similarity index file {out / 'meta.json'} is damaged" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="Rebuilding the whole index"):
         assert _index(folder, out) == 0

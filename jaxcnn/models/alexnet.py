@@ -182,13 +182,15 @@ class AlexNetOriginal(AlexNetBase):
         return out
 
 
-@register_model(family="alexnet", input_shape=(227, 227, 3), min_input_size=227)
+@register_model(family="alexnet", input_shape=(227, 227, 3), min_input_size=227,
+                first_conv="conv1")
 def alexnet_original(**kwargs) -> AlexNetOriginal:
     """AlexNet as in the 2012 paper (LRN, 227x227 input): 62,378,344 parameters."""
     return AlexNetOriginal(**kwargs)
 
 
-@register_model(family="alexnet", input_shape=(224, 224, 3), min_input_size=63)
+@register_model(family="alexnet", input_shape=(224, 224, 3), min_input_size=63,
+                first_conv="features_0")
 def alexnet(**kwargs) -> AlexNet:
     """torchvision's AlexNet: 61,100,840 parameters."""
     return AlexNet(**kwargs)

@@ -291,7 +291,8 @@ class GoogLeNet(Classifier):
         return out["logits"]
 
 
-@register_model(family="googlenet", input_shape=(224, 224, 3), min_input_size=15)
+@register_model(family="googlenet", input_shape=(224, 224, 3), min_input_size=15,
+                first_conv="conv1/conv")
 def googlenet(**kwargs) -> GoogLeNet:
     """GoogLeNet (Inception v1) as torchvision: 13,004,888 parameters (6,624,904 without
     `aux_logits`)."""

@@ -76,7 +76,8 @@ class LeNet5(Classifier):
         return out
 
 
-@register_model(family="lenet", input_shape=(32, 32, 1), min_input_size=32, num_classes=10)
+@register_model(family="lenet", input_shape=(32, 32, 1), min_input_size=32, num_classes=10,
+                first_conv="conv1")
 def lenet5(**kwargs) -> LeNet5:
     """LeNet-5 for 32x32 grayscale digits."""
     return LeNet5(**kwargs)

@@ -231,13 +231,13 @@ _register = partial(
 )
 
 
-@_register()
+@_register(first_conv="stem/conv")
 def mobilenet_v1(**kwargs) -> MobileNetV1:
     """MobileNet v1 (alpha = 1, 224x224): 4,231,976 parameters."""
     return MobileNetV1(**kwargs)
 
 
-@_register()
+@_register(first_conv="features_0/conv")
 def mobilenet_v2(**kwargs) -> MobileNetV2:
     """torchvision's MobileNetV2: 3,504,872 parameters."""
     return MobileNetV2(**kwargs)

@@ -1,5 +1,6 @@
 """One registry for every network: `create_model(name)`, `list_models()`, and the metadata
-(task, canonical input shape, minimum input size) that tests and the trainer read."""
+(task, canonical input shape, minimum input size, timm's `pretrained_cfg` and `feature_info`)
+that tests, the trainer and the weights API read."""
 
 from __future__ import annotations
 
@@ -35,7 +36,32 @@ class ModelSpec:
     input_shape: tuple[int, int, int] = (224, 224, 3)  # canonical (H, W, C)
     min_input_size: int = 32  # smallest H (= W) the network accepts
     num_classes: int = 1000  # default head size
+    first_conv: str = ""  # the first conv's module path ("conv1"), as timm's pretrained_cfg
 
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's `pretrained_cfg` of the model's default evaluation: input_size (H, W, C),
+        interpolation, crop_pct, mean and std (the [0, 255] pixel scale), num_classes, and the
+        classifier and first-conv module names. ImageNet-size RGB models use torchvision's
+        ImageNet statistics and 224/256 crop (registered weights may refine it, e.g. 232
+        resize for IMAGENET1K_V2); small-input models a plain resize and [0, 1] scaling."""
+        h, w, c = self.input_shape
+        imagenet = min(h, w) >= 64 and c == 3
+        return {
+            "input_size": self.input_shape,
+            "interpolation": "bilinear",
+            "crop_pct": 224 / 256 if imagenet else 1.0,
+            "mean": IMAGENET_MEAN_255 if imagenet else (0.0,),
+            "std": IMAGENET_STD_255 if imagenet else (255.0,),
+            "num_classes": self.num_classes,
+            "classifier": getattr(self.builder(), "head_name", ""),
+            "first_conv": self.first_conv,
+        }
+
+
+# torchvision's ImageNet statistics x 255 (jaxcnn.data.transforms holds the same, for images).
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
@@ -47,6 +73,7 @@ def register_model(
     input_shape: tuple[int, int, int] = (224, 224, 3),
     min_input_size: int = 32,
     num_classes: int = 1000,
+    first_conv: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder function under its own name."""
     if task not in TASKS:
@@ -57,7 +84,8 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelSpec(
-            name, family, builder, task, tuple(input_shape), min_input_size, num_classes
+            name, family, builder, task, tuple(input_shape), min_input_size, num_classes,
+            first_conv,
         )
         return builder
 
@@ -230,3 +258,23 @@ def abstract_variables(model: nn.Module, input_shape: tuple[int, int, int]) -> d
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     return dict(jax.eval_shape(lambda r, x: model.init(r, x, train=False), rngs, x))
+
+
+@functools.cache
+def feature_info(name: str) -> tuple[dict[str, Any], ...]:
+    """timm's `feature_info` of a registered classifier at its canonical input size: for each
+    stage of `features()` (not pre_logits / logits), its name, channels and reduction (input
+    side / stage side), from `jax.eval_shape` (nothing computed)."""
+    spec = get_model_spec(name)
+    model = spec.builder()
+    if not callable(getattr(model, "features", None)):
+        raise ConfigError(f"{name} has no features() stages (task {spec.task}).")
+    x = jax.ShapeDtypeStruct((1, *spec.input_shape), jnp.float32)
+    rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    out, _ = jax.eval_shape(
+        lambda r, x: model.init_with_output(r, x, train=False, method=model.features), rngs, x)
+    stages = [{"module": k, "num_chs": int(v.shape[-1]),
+               "reduction": round(spec.input_shape[0] / int(v.shape[1]))}
+              for k, v in out.items() if k not in ("pre_logits", "logits") and v.ndim == 4]
+    return tuple(sorted(stages, key=lambda f: (f["reduction"], f["module"] != "stem",
+                                               f["module"])))

@@ -250,7 +250,8 @@ def _resnet(stage_sizes: tuple[int, ...], block_cls: ModuleDef, **kwargs) -> Res
     return ResNet(stage_sizes=stage_sizes, block_cls=block_cls, **kwargs)
 
 
-_register = partial(register_model, family="resnet", input_shape=(224, 224, 3), min_input_size=32)
+_register = partial(register_model, family="resnet", input_shape=(224, 224, 3), min_input_size=32,
+                    first_conv="conv1")
 
 
 @_register()

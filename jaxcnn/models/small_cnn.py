@@ -74,7 +74,8 @@ class SmallCNN(Classifier):
         return out
 
 
-@register_model(family="small_cnn", input_shape=(32, 32, 3), min_input_size=8, num_classes=10)
+@register_model(family="small_cnn", input_shape=(32, 32, 3), min_input_size=8, num_classes=10,
+                first_conv="stage1_conv1")
 def small_cnn(**kwargs) -> SmallCNN:
     """The ablation CNN; `batch_norm=False` / `dropout=0.3` / `activation="elu"` /
     `kernel_init="xavier_uniform"` select the variants."""

@@ -153,7 +153,8 @@ class VGG(Classifier):
         return out
 
 
-_register = partial(register_model, family="vgg", input_shape=(224, 224, 3), min_input_size=32)
+_register = partial(register_model, family="vgg", input_shape=(224, 224, 3), min_input_size=32,
+                    first_conv="features_0")
 
 
 @_register()

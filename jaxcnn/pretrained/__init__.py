@@ -1,6 +1,7 @@
 """torchvision's ImageNet weights in jaxcnn: the weights registry (URLs, hashes, metrics,
 evaluation transforms), the converters (`from_torchvision`), loading/downloading (`load`),
-saving converted variables without torch, and `predict`."""
+saving converted variables without torch (`jaxcnn.predict` and `jaxcnn.load_model` use
+them)."""
 
 from jaxcnn.pretrained.convert import (
     KeyMap,
@@ -18,7 +19,6 @@ from jaxcnn.pretrained.hub import (
     restore_variables,
     save_variables,
 )
-from jaxcnn.pretrained.predict import predict
 from jaxcnn.pretrained.torchvision import from_torchvision, key_map_for
 from jaxcnn.pretrained.weights import (
     WEIGHTS,
@@ -49,7 +49,6 @@ __all__ = [
     "key_map_for",
     "list_weights",
     "load",
-    "predict",
     "read_state_dict",
     "restore_variables",
     "save_variables",

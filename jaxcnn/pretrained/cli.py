@@ -1,4 +1,5 @@
-"""`jaxcnn convert`, `jaxcnn weights` and `jaxcnn predict`."""
+"""`jaxcnn convert` and `jaxcnn weights`: torchvision's weights, converted once into a
+directory that any --weights flag takes."""
 
 from __future__ import annotations
 
@@ -37,15 +38,6 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from jaxcnn.pretrained.predict import predict
-
-    results = predict(args.name, list(args.images), weights=args.weights, path=args.variables)
-    for image, top in zip(args.images, results, strict=True):
-        print(json.dumps({"image": image, "top5": [[label, round(p, 4)] for label, p in top]}))
-    return 0
-
-
 def add_commands(subparsers: Any) -> None:
     """Register the pretrained-weights subcommands on the `jaxcnn` parser."""
     p = subparsers.add_parser(
@@ -62,11 +54,3 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("weights", help="list the registered pretrained weights")
     p.add_argument("pattern", nargs="?", default=None, help="glob on model names")
     p.set_defaults(func=_weights)
-
-    p = subparsers.add_parser("predict", help="ImageNet top-5 of images with pretrained weights")
-    p.add_argument("name", help="model name")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--weights", default="IMAGENET1K_V1")
-    p.add_argument("--variables", default=None,
-                   help="a `jaxcnn convert` directory or a .pth/.safetensors file")
-    p.set_defaults(func=_predict)

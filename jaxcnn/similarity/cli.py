@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from jaxcnn.data.images import describe, list_images
-from jaxcnn.errors import ConfigError, InputError
-from jaxcnn.loading import weights_id
+from jaxcnn.errors import InputError
+from jaxcnn.loading import WEIGHTS_HELP, model_of, weights_id
 from jaxcnn.similarity.features import make_extractor
 from jaxcnn.similarity.metrics import METRICS
 from jaxcnn.similarity.search import pairwise
@@ -31,8 +31,7 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None) -> No
     p.add_argument("--model", default=default_model,
                    help="registered model for CNN features, or 'pixels' (raw pixels)")
     p.add_argument("--weights", default=None,
-                   help="pretrained weights name/file or a training WORKDIR (default: random "
-                        "initialization, with a warning)")
+                   help=WEIGHTS_HELP + " (default: random initialization, with a warning)")
     p.add_argument("--layer", default="pre_logits", help="feature stage of the model")
     p.add_argument("--size", type=int, default=32,
                    help="raw-pixel mode: images are resized to SIZE x SIZE (default 32)")
@@ -75,7 +74,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--grid", default="retrieval_grid.png",
                    help="retrieval grid image to save (query + top-k); '' to skip")
     p.add_argument("--model", default=None, help="must match the index (default: the index's)")
-    p.add_argument("--weights", default=None, help="must match the index")
+    p.add_argument("--weights", default=None,
+                   help="must match the index (default: the index's); " + WEIGHTS_HELP)
     p.add_argument("--layer", default=None, help="must match the index")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_cmd_search)
@@ -183,10 +183,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _cmd_index(args: argparse.Namespace) -> int:
     from jaxcnn.similarity.index import build_index
 
+    _check_model_args(args)
     ext = make_extractor(args.model, args.weights, args.layer, size=args.size,
                          **({} if args.model == "pixels" else {"batch_size": args.batch_size}))
     report = build_index(args.directory, args.out, ext, chunk_size=args.chunk_size,
-                         progress=not args.quiet)
+                         progress=not args.quiet and sys.stderr.isatty())
     print(f"index {args.out}: {report.total} images ({report.added} embedded now, "
           f"{report.already} already indexed, {len(report.skipped)} unreadable skipped); "
           f"model {ext.model_name}, layer {ext.layer}, dim {ext.dim}")
@@ -241,5 +242,5 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _check_model_args(args: argparse.Namespace) -> None:
-    if args.model is None and args.weights is not None:
-        raise ConfigError("--weights needs --model (the architecture the weights belong to).")
+    """--model may be left out when --weights is a training workdir."""
+    args.model = model_of(args.model, args.weights)

@@ -84,7 +84,8 @@ class FiniteCheck:
 
 
 class Progress:
-    """A tqdm bar per epoch (stderr; off with config.progress=False); every
+    """A tqdm bar per epoch (on stderr when it is a terminal; off with config.progress=False
+    and in logs or pipes, where a bar only adds lines); every
     config.log_every steps (and at the epoch's end) the running loss, the task's metric and
     images/s in its postfix, after the finite check."""
 
@@ -97,7 +98,7 @@ class Progress:
         """Open the bar of `epoch`, resumed at global `step`."""
         config, spe = self.run.config, self.run.steps_per_epoch
         self.t_log, self.step_log = time.perf_counter(), step
-        if config.progress:
+        if config.progress and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=spe, initial=step % spe,

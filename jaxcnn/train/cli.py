@@ -1,9 +1,152 @@
-"""`jaxcnn siamese-eval`: commands that evaluate a training workdir."""
+"""`jaxcnn train` (also `python -m jaxcnn.train` and the repository's `train.py`) and
+`jaxcnn siamese-eval`: the commands that make and evaluate a training workdir.
+
+    jaxcnn train --config digits_lenet --workdir runs/d [--config.optimizer.lr=0.01 ...]
+                 [--lr_find] [--eval_only]
+
+`--config` is a config name (`jaxcnn train --config list` prints them; they ship in the
+package as `jaxcnn.configs`) or the path of a config file, with an optional `:variant`
+(`transfer_resnet18_cifar10:finetune`); `--config.KEY=VALUE` overrides any key, as
+ml_collections' config flags do. One JSON line with the results goes to stdout; progress,
+start-up phases and warnings go to stderr. Exit codes: see `jaxcnn.cli`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+USAGE = """usage: {prog} --config NAME|PATH[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
+                    [--lr_find] [--eval_only]
+
+Train a jaxcnn model (or, with --lr_find, run the learning-rate finder; with --eval_only,
+evaluate the best checkpoint of DIR on the test split). A finished run rerun with the same
+command reports its results; an interrupted one resumes from its latest checkpoint.
+
+  --config NAME|PATH[:VARIANT]  a config name ({names}) or a config file
+  --workdir DIR                 checkpoints, config.json, run.json, metrics.jsonl, plots
+  --config.KEY=VALUE            override a config key, e.g. --config.optimizer.lr=0.01
+  --lr_find                     the learning-rate finder instead of training
+  --eval_only                   evaluate the best checkpoint instead of training
+
+Exit codes: 0 done, 1 a jaxcnn error (bad config, data or checkpoint; training stopped),
+2 a command-line usage error, 130 interrupted."""
+
+
+def quiet_logging() -> None:
+    """Keep absl/orbax INFO and WARNING lines (orbax logs every file it writes, and warns on
+    every step checkpoint saved without validation metrics, by design here) and Python's
+    repeated warnings off the console."""
+    import warnings
+
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)
+    logging.use_absl_handler()
+    warnings.simplefilter("once")  # once per message and place, not per call
+
+
+def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config value, the other arguments)."""
+    rest, spec = [], None
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--config", "-config"):
+            spec = next(args, None)
+        elif arg.startswith(("--config=", "-config=")):
+            spec = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return spec, rest
+
+
+def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int:
+    """Parse the flags, run fit / lr_find / evaluate_checkpoint, print one JSON line; return
+    the exit code."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from jaxcnn.errors import JaxcnnError
+    from jaxcnn.train.config import (
+        apply_free_form_flags,
+        list_configs,
+        load_config,
+        split_free_form_flags,
+    )
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_logging()
+
+    def fail(err: Exception, code: int = EXIT_ERROR) -> int:
+        print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return code
+
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv) or not argv:
+        print(USAGE.format(prog=prog, names=", ".join(list_configs())))
+        return EXIT_OK if argv else EXIT_USAGE
+    spec, rest = _pop_config(argv)
+    if spec == "list":
+        print("\n".join(list_configs()))
+        return EXIT_OK
+    if not spec:
+        print(f"{prog}: error: --config NAME|PATH is required (configs: "
+              f"{', '.join(list_configs())}).", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        rest, pairs = split_free_form_flags(rest)
+        config = load_config(spec)
+    except JaxcnnError as err:
+        return fail(err)
+    fv = flags.FlagValues()
+    argv = [prog, *rest]
+    try:
+        config_flags.DEFINE_config_dict("config", config, "the config", flag_values=fv,
+                                        lock_config=True, sys_argv=argv)
+        workdir = flags.DEFINE_string("workdir", None, "checkpoints and logs", flag_values=fv)
+        find = flags.DEFINE_bool("lr_find", False, "learning-rate finder", flag_values=fv)
+        eval_only = flags.DEFINE_bool("eval_only", False, "evaluate only", flag_values=fv)
+        fv(argv)
+    except AttributeError as err:  # ml_collections: an override of a key the config lacks
+        key = str(err).strip("'\"")
+        given = [a for a in rest if a.startswith("--config.") and key in a]
+        from jaxcnn.errors import ConfigError
+
+        return fail(ConfigError(f"unknown config key in {' '.join(given) or rest}: {key!r} is "
+                                "not a key of this config (jaxcnn/train/config.py lists them)."))
+    except flags.Error as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not workdir.value:
+        print(f"{prog}: error: --workdir DIR is required.", file=sys.stderr)
+        return EXIT_USAGE
+    config = fv["config"].value
+    try:
+        apply_free_form_flags(config, pairs)  # --config.model.kwargs.X=... (any X)
+        result = _run(config, workdir.value, find.value, eval_only.value)
+    except JaxcnnError as err:
+        return fail(err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to resume from the latest "
+              "checkpoint.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return EXIT_OK
+
+
+def _run(config: Any, workdir: str, find: bool, eval_only: bool) -> dict:
+    from jaxcnn.train import enable_compilation_cache, evaluate_checkpoint, fit, lr_find
+
+    enable_compilation_cache()  # a rerun (resume after preemption) skips XLA compilation
+    if find:
+        return lr_find(config, workdir)
+    if eval_only:
+        result = evaluate_checkpoint(config, workdir)
+        result.pop("confusion_matrix", None)  # in eval.jsonl; keep stdout to one line
+        return result
+    return fit(config, workdir)
 
 
 def _cmd_siamese_eval(args: argparse.Namespace) -> int:
@@ -22,7 +165,10 @@ def _cmd_siamese_eval(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register the training-workdir subcommands on the `jaxcnn` parser."""
+    """Register the training subcommands on the `jaxcnn` parser (`jaxcnn train` itself is
+    dispatched to `train_main` before argparse: its --config.KEY flags are absl's)."""
+    subparsers.add_parser(
+        "train", help="train a model from a config (jaxcnn train --help)", add_help=False)
     p = subparsers.add_parser(
         "siamese-eval", help="verification and N-way one-shot accuracy of a siamese workdir",
         description="Evaluate a workdir trained with task=siamese on the classes it did not "

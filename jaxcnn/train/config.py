@@ -3,6 +3,8 @@ changes only what differs) and its validation, run at start-up before anything c
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -22,7 +24,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task = ""  # "" = the model's registered task (classification, segmentation, ...)
     c.task_kwargs = ml_collections.ConfigDict()
     c.label_smoothing = 0.0
-    c.progress = True  # tqdm bar per epoch (stderr)
+    c.progress = True  # tqdm bar per epoch (stderr, when it is a terminal)
     c.log_every = 20  # steps between progress-bar updates (and NaN checks)
     c.debug_nans = False  # on a non-finite step, re-run it under checkify to find the source
 
@@ -40,7 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.cache_dir = ""  # folder decode cache ("" = ~/.cache/jaxcnn/folders)
     c.data.train_split = "train"
     c.data.test_split = "test"
-    c.data.valid_fraction = 0.0  # 0: validate on the test split
+    # Checkpoint selection and plateau schedules use a validation split carved from train;
+    # the test split is only reported. 0: validate on the test split (with a warning).
+    c.data.valid_fraction = 0.1
     c.data.image_size = 0  # 0 = native size
     c.data.channels = 3
     c.data.strict = False  # unreadable images: error (True) or skip with a warning
@@ -107,6 +111,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.lookahead.period = 0
     c.lookahead.base = 0.95**5
     c.lookahead.power = 3.0
+
+    c.log = ml_collections.ConfigDict()
+    c.log.tensorboard = False  # also write TensorBoard event files (tensorboardX) to workdir
 
     c.lr_find = ml_collections.ConfigDict()
     c.lr_find.start_lr = 1e-7
@@ -314,3 +321,99 @@ def _validate(config: Any, defaults: Any, path: str) -> None:
                 f"config key {full!r} must be {type(default).__name__} (default "
                 f"{default!r}); got {type(value).__name__} {value!r}."
             )
+
+
+def _config_dirs() -> list[Path]:
+    """Where config names are looked up: the installed `jaxcnn.configs` package (the wheel
+    ships configs/ there), then a source checkout's top-level configs/."""
+    dirs = []
+    try:
+        import jaxcnn.configs as installed
+
+        dirs.append(Path(installed.__file__).parent)
+    except ImportError:
+        pass
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    if (checkout / "__init__.py").is_file() and checkout not in dirs:
+        dirs.append(checkout)
+    return dirs
+
+
+def list_configs() -> list[str]:
+    """The names `load_config` accepts (digits_lenet, smoke, ...)."""
+    return sorted({p.stem for d in _config_dirs() for p in d.glob("*.py")
+                   if not p.stem.startswith("_")})
+
+
+def _import_file(path: Path) -> Any:
+    """Import a config file; a file inside a package folder (one with __init__.py) is
+    imported as a module of that package, so its relative imports (`from . import
+    default`) work."""
+    import importlib
+    import importlib.util
+    import sys
+
+    folder = path.parent
+    if (folder / "__init__.py").is_file():
+        known = {d.resolve(): n for d, n in ((Path(p), n) for n, p in _package_dirs())}
+        package = known.get(folder.resolve())
+        if package is None:
+            package = f"_jaxcnn_configs_{abs(hash(str(folder.resolve())))}"
+            if package not in sys.modules:
+                spec = importlib.util.spec_from_file_location(
+                    package, folder / "__init__.py", submodule_search_locations=[str(folder)])
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[package] = module
+                spec.loader.exec_module(module)
+        return importlib.import_module(f"{package}.{path.stem}")
+    spec = importlib.util.spec_from_file_location(f"_jaxcnn_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _package_dirs() -> list[tuple[str, str]]:
+    """(package name, folder) of the importable config packages."""
+    import importlib.util
+
+    out = []
+    for name in ("jaxcnn.configs", "configs"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            out.extend((name, p) for p in spec.submodule_search_locations)
+    return out
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """The ConfigDict of `spec`: a config name (`digits_lenet`, looked up in jaxcnn.configs,
+    then a source checkout's configs/) or a path to a config file, with an optional
+    `:variant` suffix passed to its `get_config(variant)` (as ml_collections' config flags
+    do)."""
+    name, sep, variant = spec.partition(":")
+    path = Path(name).expanduser()
+    if path.suffix == ".py" or os.sep in name or "/" in name:
+        if not path.is_file():
+            raise ConfigError(f"no config file at {name!r}; pass a config name ("
+                              f"{', '.join(list_configs())}) or the path of a .py file.")
+    else:
+        found = [d / f"{name}.py" for d in _config_dirs() if (d / f"{name}.py").is_file()]
+        if not found:
+            import difflib
+
+            close = difflib.get_close_matches(name, list_configs(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config {name!r}.{hint} Configs: "
+                              f"{', '.join(list_configs())}; or pass the path of a .py file.")
+        path = found[0]
+    module = _import_file(path.resolve())
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} defines no get_config(); a config file ends with "
+                          "`def get_config(): ...` returning an ml_collections.ConfigDict.")
+    config = module.get_config(variant) if sep else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() returned a {type(config).__name__}, not an "
+                          "ml_collections.ConfigDict.")
+    return config

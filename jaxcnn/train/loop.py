@@ -93,8 +93,9 @@ def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
             "resume exactly. Use a fresh --workdir."
         )
     state, meta = ckpt.restore(latest, state, run.mesh)
-    print(f"Resuming from {ckpt.directory / str(latest)}: step {latest}, epoch "
-          f"{latest // spe + 1}, batch {latest % spe}", file=sys.stderr, flush=True)
+    if latest < math.ceil(run.config.num_epochs * spe):
+        print(f"Resuming from {ckpt.directory / str(latest)}: step {latest}, epoch "
+              f"{latest // spe + 1}, batch {latest % spe}", file=sys.stderr, flush=True)
     return state, list(meta.get("history", []))
 
 
@@ -119,10 +120,19 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     step = int(jax.device_get(state.step))
     n_train = len(run.splits.train)
 
-    first = train_indices(config.seed, step // spe, step % spe, n_train, bs)
-    t0 = time.perf_counter()
-    compiled = jit_train_step(train_fn, run.mesh).lower(state, feeder.batch(first)).compile()
-    compile_seconds = time.perf_counter() - t0
+    complete = step >= total_steps
+    compile_seconds = 0.0
+    if complete:
+        print(f"{workdir}: the run is complete ({config.num_epochs} epochs, step {step}); "
+              "nothing to train. Reporting its best checkpoint on the test split.",
+              file=sys.stderr, flush=True)
+    else:
+        first = train_indices(config.seed, step // spe, step % spe, n_train, bs)
+        t0 = time.perf_counter()
+        with monitor.phase("compiling the train step"):
+            compiled = jit_train_step(train_fn, run.mesh).lower(
+                state, feeder.batch(first)).compile()
+        compile_seconds = time.perf_counter() - t0
 
     save = lambda s, st, metrics=None: ckpt.save(s, st, _meta(run, s, history), metrics=metrics)
     check = FiniteCheck(run, train_fn, feeder)
@@ -130,6 +140,7 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     step_actions = [progress, StepCheckpoint(run, check, save)]
     plot = CurvePlot(workdir / "curves.png", run.task.best_metric)
     table = monitor.EpochTable(run.task.best_metric)
+    board = monitor.TensorBoard(workdir) if config.log.tensorboard else None
     train_seconds, images = 0.0, 0
     with Preemption() as preemption:
         for epoch in range(step // spe, math.ceil(total_steps / spe)):
@@ -168,21 +179,35 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
             save(step, state, valid)
             table.row(record)
             monitor.append_jsonl(metrics_path, record)
+            if board is not None:
+                board.write(record)
             plot(history, force=step >= total_steps)
     ckpt.wait()
+    # The test split reports the checkpoint chosen on validation (what --eval_only restores).
+    best = ckpt.best_step()
+    if best is not None and best != step:
+        state, _ = ckpt.restore(best, state, run.mesh)
     test = evaluator.metrics(state, "test")
+    if board is not None:
+        board.write({"step": step, **{f"test_{k}": v for k, v in test.items()}})
+        board.close()
     result = {
         **{f"test_{k}": v for k, v in test.items()},
         "epochs": config.num_epochs,
         "steps": step,
-        "train_seconds": round(train_seconds, 3),
-        "compile_seconds": round(compile_seconds + evaluator.compile_seconds, 3),
-        "images_per_second": round(images / train_seconds, 1) if train_seconds else 0.0,
-        "wall_seconds": round(time.perf_counter() - t_start, 3),
-        "best_step": ckpt.best_step(),
+        "best_step": best,
         "devices": run.mesh.devices.size,
         "workdir": str(workdir),
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
     }
+    if complete:
+        result["already_complete"] = True
+    else:
+        result.update({
+            "train_seconds": round(train_seconds, 3),
+            "compile_seconds": round(compile_seconds + evaluator.compile_seconds, 3),
+            "images_per_second": round(images / train_seconds, 1) if train_seconds else 0.0,
+        })
     if history:
         pick = max if run.task.best_mode == "max" else min
         result["best_valid_" + run.task.best_metric] = pick(

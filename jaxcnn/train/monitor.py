@@ -3,15 +3,58 @@ epoch, `metrics.jsonl`, `curves.png`, and the lr-finder and confusion-matrix plo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
+
+
+@contextlib.contextmanager
+def phase(what: str) -> Iterator[None]:
+    """One stderr line per start-up phase once it is done: "loading data ... 1.2 s"."""
+    t0 = time.perf_counter()
+    yield
+    print(f"{what} ... {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+class TensorBoard:
+    """Scalars of every epoch record as TensorBoard event files in the workdir (through
+    tensorboardX: no TensorFlow), as the Flax examples write their summaries."""
+
+    def __init__(self, workdir: str | os.PathLike):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            from jaxcnn.errors import ConfigError
+
+            raise ConfigError(
+                "config.log.tensorboard=True writes event files with tensorboardX, which is not "
+                "installed: pip install 'jaxcnn[tensorboard]' (or set "
+                "--config.log.tensorboard=False)."
+            ) from None
+        self.writer = SummaryWriter(logdir=str(workdir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Every numeric value of an epoch record at its step ("train_loss" -> train/loss)."""
+        for key, value in record.items():
+            if key in ("epoch", "step") or not isinstance(value, int | float):
+                continue
+            split, _, name = key.partition("_")
+            tag = f"{split}/{name}" if split in ("train", "valid", "test") else key
+            self.writer.add_scalar(tag, value, record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
 
 
 class EpochTable:

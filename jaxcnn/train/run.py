@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from jaxcnn.data.pipeline import (
 from jaxcnn.data.sources import Source, Splits, load_data
 from jaxcnn.errors import ConfigError
 from jaxcnn.models import create_model, get_model_spec, model_options
+from jaxcnn.train import monitor
 from jaxcnn.train.config import check_image_size, validate_config
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import jit_eval_step
@@ -95,7 +97,17 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     check_batch_size(eval_bs, mesh, "data.eval_batch_size")
     spec = get_model_spec(config.model.name)
     task = get_task(config.task or spec.task, config)
-    splits = data if data is not None else load_data(config.data, seed=config.seed)
+    if data is None:
+        with monitor.phase(f"loading data ({config.data.source})"):
+            splits = load_data(config.data, seed=config.seed)
+    else:
+        splits = data
+    if splits.valid is splits.test:
+        warnings.warn(
+            "data.valid_fraction=0: the best checkpoint and plateau schedules are chosen on the "
+            "TEST split, which then no longer measures generalization; set "
+            "--config.data.valid_fraction=0.1 to carve a validation split from train.",
+            stacklevel=2)
     missing = [k for k in task.batch_keys if k not in splits.train.arrays]
     if missing:
         raise ConfigError(
@@ -131,7 +143,8 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     # train=True creates the layers that only exist in training (auxiliary heads).
     init = jax.jit(lambda r, b: model.init(r, *task.model_inputs(b), train=True),
                    out_shardings=replicated(mesh))
-    variables = dict(init(rngs, example))
+    with monitor.phase(f"initializing {config.model.name}"):
+        variables = dict(jax.block_until_ready(init(rngs, example)))
     variables.setdefault("batch_stats", {})
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     loaded = init_variables
