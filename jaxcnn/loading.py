@@ -206,11 +206,18 @@ def load_model(name: str | None, weights: str | os.PathLike | None = "DEFAULT",
         return loaded.model(**options), loaded.variables
     kwargs["num_classes"] = num_classes
     model = create_model(loaded.model_name, **kwargs)
-    shape = loaded.transform.size + (loaded.transform.channels,)
-    x = jax.numpy.zeros((1, *shape), jax.numpy.float32)
-    # Random init with the model's own initializers ("rbg" keys: compiles fast on CPU).
+    # Random init with the model's own initializers ("rbg" keys: compiles fast on CPU), at
+    # the smallest input that gives the same parameter shapes (adaptive pooling).
     rngs = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
-    fresh = jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, x)
+    init = lambda r, x: model.init(r, x, train=False)
+    c = loaded.transform.channels
+    shapes = []
+    for side in (max(get_model_spec(loaded.model_name).min_input_size, 32),
+                 max(loaded.transform.size)):
+        x = jax.ShapeDtypeStruct((1, side, side, c), jax.numpy.float32)
+        shapes.append((side, jax.tree.map(lambda a: a.shape, jax.eval_shape(init, rngs, x))))
+    side = shapes[0][0] if shapes[0][1] == shapes[1][1] else shapes[1][0]
+    fresh = jax.jit(init)(rngs, jax.numpy.zeros((1, side, side, c), jax.numpy.float32))
     fresh = {k: v for k, v in fresh.items() if k in ("params", "batch_stats")}
     return model, merge_variables(fresh, loaded.variables, reinit_head=True,
                                   where=str(loaded.source))
