@@ -6,7 +6,6 @@ raw-pixel baseline. Also the "fixed feature extractor" scenario of transfer lear
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import warnings
@@ -25,8 +24,6 @@ from jaxcnn.errors import ConfigError, InputError
 from jaxcnn.loading import default_transform, load_weights, weights_id
 from jaxcnn.models import create_model
 
-log = logging.getLogger(__name__)
-
 
 def _loud_random_warning(model_name: str) -> None:
     msg = (
@@ -35,8 +32,7 @@ def _loud_random_warning(model_name: str) -> None:
         "registry tag such as DEFAULT, a weight file, or a training workdir) for meaningful "
         "features."
     )
-    warnings.warn(msg, UserWarning, stacklevel=3)
-    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)  # once: not also a log line
 
 
 def _random_variables(model: Any, in_shape: tuple[int, int, int], seed: int) -> dict:

@@ -110,12 +110,14 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
         eval_only = flags.DEFINE_bool("eval_only", False, "evaluate only", flag_values=fv)
         fv(argv)
     except AttributeError as err:  # ml_collections: an override of a key the config lacks
-        key = str(err).strip("'\"")
-        given = [a for a in rest if a.startswith("--config.") and key in a]
         from jaxcnn.errors import ConfigError
 
-        return fail(ConfigError(f"unknown config key in {' '.join(given) or rest}: {key!r} is "
-                                "not a key of this config (jaxcnn/train/config.py lists them)."))
+        # str(err) is the repr of ml_collections' KeyError text: undo its escapes.
+        reason = str(err).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        key = reason.split("'")[1] if reason.count("'") >= 2 else reason.split("'")[0]
+        given = [a for a in rest if a.startswith("--config.") and key and key in a]
+        return fail(ConfigError(f"unknown config key in {' '.join(given) or rest} ({reason}). "
+                                "The keys are listed in jaxcnn/train/config.py."))
     except flags.Error as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
