@@ -9,8 +9,8 @@ flips, and mirror + translate test-time augmentation. 9.9 epochs at batch 1024 (
         --config.data.source=folder --config.data.path=data/cifar10
     python bench/cifar_speedrun.py --runs 5      # timed runs beside airbench94 (GPU)"""
 
-from configs import default
-from configs.cifar10_resnet18 import CIFAR10_MEAN, CIFAR10_STD
+from . import default
+from .cifar10_resnet18 import CIFAR10_MEAN, CIFAR10_STD
 
 # airbench94's hyp (lib_airbench94.py lines 27-52), in its own "decoupled" units.
 HYP = {"epochs": 9.9, "batch_size": 1024, "lr": 11.5, "momentum": 0.85,
