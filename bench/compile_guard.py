@@ -106,8 +106,9 @@ def main() -> int:
                 state, m = compiled(state, batch)
             jax.block_until_ready(state)
             step_ms = (time.perf_counter() - t0) / args.steps * 1e3
-            rec = {"variant": name, "round": r, "model": args.model, "compile_s": round(compile_s, 3),
-                   "hlo_ops": hlo_ops, "step_ms": round(step_ms, 3)}
+            rec = {"variant": name, "round": r, "model": args.model,
+                   "compile_s": round(compile_s, 3), "hlo_ops": hlo_ops,
+                   "step_ms": round(step_ms, 3)}
             results[name].append(rec)
             print(json.dumps(rec), flush=True)
     med = {v: {k: statistics.median(x[k] for x in recs) for k in ("compile_s", "step_ms")}
