@@ -123,7 +123,7 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     complete = step >= total_steps
     compile_seconds = 0.0
     if complete:
-        print(f"{workdir}: the run is complete ({config.num_epochs} epochs, step {step}); "
+        print(f"{workdir}: the run is complete ({config.num_epochs:g} epochs, step {step}); "
               "nothing to train. Reporting its best checkpoint on the test split.",
               file=sys.stderr, flush=True)
     else:
