@@ -10,7 +10,7 @@ Reports COCO mAP / mAP@0.5 (`coco_evaluate`) and VOC AP@0.5 on the test split.
     python -m jaxcnn detect photo.jpg --weights runs/raccoon_frcnn --out detections/
 """
 
-from configs import default
+from . import default
 
 SIZE = 320
 

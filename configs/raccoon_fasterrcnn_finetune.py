@@ -9,7 +9,7 @@ offline an OfflineError naming the URL and where to put the file (or
         --config.data.path=data/raccoon
 """
 
-from configs import raccoon_fasterrcnn
+from . import raccoon_fasterrcnn
 
 SIZE = 512
 
