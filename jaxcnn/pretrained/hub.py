@@ -71,7 +71,8 @@ def download(weights: Weights, directory: str | os.PathLike | None = None,
             f"Cannot download {weights.model} weights {weights.name} from {weights.url} "
             f"({getattr(err, 'reason', err)}). Download that file on a machine with network "
             f"access and put it at {dest} (keep the file name; its sha256 prefix is checked), "
-            f"or pass path=... / --from FILE."
+            f"or pass the file itself: --weights FILE (jaxcnn predict, similarity, index), "
+            f"--from FILE (jaxcnn convert), --config.init.extra.file=FILE (training)."
         ) from err
     if expected_size is not None and partial.stat().st_size != int(expected_size):
         size = partial.stat().st_size
