@@ -33,3 +33,7 @@ class OfflineError(JaxcnnError, ConnectionError):
 
 class TrainingError(JaxcnnError, RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class WorkdirInUseError(JaxcnnError, RuntimeError):
+    """Another live process trains in the same workdir (its lock is held)."""

@@ -9,14 +9,27 @@ benchmarks) without importing the training package.
                                  arrays) and item "meta" (JSON), validation metrics attached
 
 The best checkpoint is the one with the best validation metric (`run.json`'s best_metric
-and best_mode; the latest one when no checkpoint has metrics)."""
+and best_mode; the latest one when no checkpoint has metrics).
+
+Every checkpoint's meta carries the sha256 of each array of its state, written at save time
+(`tree_digests`); restoring recomputes them and checks the parameters and BatchNorm
+statistics are finite (`restore_step`). A step that cannot be restored as saved (garbled or
+missing meta, an emptied directory, a zeroed, deleted or bit-flipped array file) is a
+`CheckpointDamage` naming the step directory and why, and every reader falls back to the
+next older good checkpoint, saying so."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxcnn.errors import CheckpointError
 
@@ -24,6 +37,149 @@ CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 ITEM_NAMES = ("state", "meta")
+DIGESTS = "digests"  # meta key: {"params/conv1/kernel": sha256 hex, ...}
+_FINITE = ("params/", "batch_stats/")  # restored model variables must be finite
+
+
+class CheckpointDamage(CheckpointError):
+    """A checkpoint step directory that cannot be restored as it was saved: `path`, `why`."""
+
+    def __init__(self, path: Path, why: str):
+        self.path, self.why = Path(path), why
+        super().__init__(f"checkpoint {path} is damaged: {why}")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a/b/c": leaf} of a nested dict."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}/"))
+        return out
+    return {prefix.rstrip("/"): tree}
+
+
+def _sha256(leaf: Any) -> str:
+    a = np.asarray(leaf)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())  # (ascontiguousarray makes 0-d 1-d)
+    h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))  # hashlib drops the GIL
+    return h.hexdigest()
+
+
+def tree_digests(tree: dict[str, Any]) -> dict[str, str]:
+    """sha256 of every array of a nested dict of host arrays (dtype, shape and bytes),
+    keyed by path; written into a checkpoint's meta at save time."""
+    flat = _flat(tree)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return dict(zip(flat, pool.map(_sha256, flat.values()), strict=True))
+
+
+def host_tree(tree: Any) -> Any:
+    """Host numpy copies of a tree of (replicated) jax arrays; with several processes each
+    reads its own replica."""
+    import jax
+
+    def one(x: Any) -> np.ndarray:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable and x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(one, tree)
+
+
+def verify_tree(tree: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
+    """CheckpointDamage unless the host arrays `tree` restored from `path` match the digests
+    in `meta` (checkpoints written before digests existed have none) and the parameters and
+    BatchNorm statistics are finite."""
+    flat = _flat(tree)
+    expected = meta.get(DIGESTS)
+    if expected is not None:
+        got = tree_digests(tree)
+        bad = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+        if bad:
+            raise CheckpointDamage(path, (
+                f"{len(bad)} array(s) differ from the sha256 written at save time, e.g. "
+                f"{', '.join(bad[:3])} (a flipped bit, a torn or edited file)"))
+    nonfinite = [k for k, v in flat.items() if k.startswith(_FINITE)
+                 and np.issubdtype(np.asarray(v).dtype, np.floating)
+                 and not np.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointDamage(path, f"{', '.join(nonfinite[:3])} hold NaN or inf")
+
+
+def damage_reason(err: BaseException, path: Path) -> str:
+    """A one-line reason for an exception raised while reading the checkpoint at `path`: the
+    innermost cause (tensorstore's "Error reading ... ZSTD ... failed" beneath orbax's
+    wrapper), its file names relative to the step directory."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"its meta/metadata is not valid JSON ({err.msg} at line {err.lineno})"
+    if path.is_dir() and not any(path.iterdir()):
+        return "the step directory is empty"
+    chain = [err]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
+        chain.append(nxt)
+    inner = next((e for e in reversed(chain) if str(e).strip()), err)
+    text = str(inner).strip().splitlines()[0].replace(f"{path}/", "").replace(str(path), ".")
+    return f"{type(inner).__name__}: {text[:300].rstrip('. ')}"
+
+
+def unreadable_metrics(directory: Path) -> list[Path]:
+    """Step directories whose validation metrics (orbax's STEP/metrics/metrics) are not
+    valid JSON: orbax cannot even open the checkpoint folder when it ranks steps by them."""
+    bad = []
+    for file in Path(directory).glob("*/metrics/metrics"):
+        try:
+            json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            bad.append(file.parent.parent)
+    return sorted(bad)
+
+
+def restore_step(manager: Any, directory: Path, step: int, state_args: Any = None,
+                 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(state tree, meta without its digests) of checkpoint `step` through the orbax
+    `manager` (state_args: an orbax StandardRestore, e.g. with a sharded target; the state
+    is not read when it is None), verified against its digests; CheckpointDamage otherwise."""
+    import orbax.checkpoint as ocp
+
+    path = directory / str(step)
+    args = {"meta": ocp.args.JsonRestore()}
+    if state_args is not None:
+        args["state"] = state_args
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        meta = restored["meta"]
+        if not isinstance(meta, dict):
+            raise CheckpointDamage(path, f"its meta is a {type(meta).__name__}, not a dict")
+        tree = dict(restored["state"]) if state_args is not None else None
+    except CheckpointDamage:
+        raise
+    except Exception as err:  # orbax / tensorstore / json raise many unrelated types
+        raise CheckpointDamage(path, damage_reason(err, path)) from err
+    if tree is not None:
+        verify_tree(host_tree(tree), meta, path)
+    return tree, {k: v for k, v in meta.items() if k != DIGESTS}
+
+
+def first_good(candidates: list[int], restore: Callable[[int], Any], directory: Path,
+               on_damage: Callable[[CheckpointDamage], None] | None = None) -> tuple[int, Any]:
+    """(step, restore(step)) of the first candidate step that restores; each damaged one is
+    reported (a warning naming its directory and why, then `on_damage`) and skipped. All
+    damaged: CheckpointError listing them."""
+    damaged = []
+    for step in candidates:
+        try:
+            return step, restore(step)
+        except CheckpointDamage as err:
+            damaged.append(err)
+            later = "the next older one" if step != candidates[-1] else "none is left"
+            warnings.warn(f"{err}; using {later}.", stacklevel=3)
+            if on_damage is not None:
+                on_damage(err)
+    raise CheckpointError(
+        f"no usable checkpoint in {directory}: " + "; ".join(str(e) for e in damaged)
+        + ". Train again with a fresh --workdir (the damaged steps are kept for inspection)."
+    )
 
 
 def item_handlers() -> dict[str, Any]:
@@ -91,9 +247,16 @@ class RunDir:
 
         info = self._json(RUN_FILE) or {}
         metric, mode = info.get("best_metric"), info.get("best_mode", "max")
+        bad = unreadable_metrics(self.checkpoint_dir)
+        if bad and metric:
+            warnings.warn(
+                f"the validation metrics of {', '.join(map(str, bad))} are not readable: the "
+                "checkpoints are taken newest first instead of best first.", stacklevel=3)
+            metric = None
         options = ocp.CheckpointManagerOptions(
             read_only=True, create=False,
             best_fn=(lambda m: float(m[metric])) if metric else None, best_mode=mode,
+            lightweight_initialize=bool(bad),  # orbax would read (and fail on) every metric
         )
         try:
             return ocp.CheckpointManager(self.checkpoint_dir, options=options,
@@ -122,43 +285,49 @@ class RunDir:
             best = mngr.best_step()
             return mngr.latest_step() if best is None else best
 
-    def _step(self, step: int | None) -> int:
-        chosen = self.best_step() if step is None else step
-        if chosen is None:
+    def _candidates(self, step: int | None) -> list[int]:
+        """The steps to try: `step` alone when given; else the best, then the others newest
+        first (a damaged best falls back to the next older good checkpoint)."""
+        steps = self.steps()
+        if step is not None:
+            if step not in steps:
+                raise CheckpointError(
+                    f"no checkpoint step {step} in {self.checkpoint_dir}; it holds {steps}.")
+            return [step]
+        best = self.best_step()
+        if best is None:
             raise CheckpointError(
                 f"no checkpoint in {self.checkpoint_dir}; train first with --workdir {self.path}."
             )
-        if chosen not in self.steps():
-            raise CheckpointError(
-                f"no checkpoint step {chosen} in {self.checkpoint_dir}; it holds {self.steps()}."
-            )
-        return chosen
+        return [best] + sorted((s for s in steps if s != best), reverse=True)
 
-    def meta(self, step: int | None = None) -> dict[str, Any]:
-        """The JSON meta saved with checkpoint `step` (default: the best)."""
+    def restore(self, step: int | None = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """(step, the saved TrainState as a nested dict of arrays, its meta) of checkpoint
+        `step` (default: the best good one; damaged ones are skipped with a warning naming
+        them), verified against the digests written at save time."""
         import orbax.checkpoint as ocp
 
-        step = self._step(step)
+        candidates = self._candidates(step)
         with self._manager() as mngr:
-            restored = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"])
+            restore = lambda s: restore_step(mngr, self.checkpoint_dir, s,
+                                             ocp.args.StandardRestore())
+            if step is not None:  # an explicit step is never swapped for another
+                return step, *restore(step)
+            step, (tree, meta) = first_good(candidates, restore, self.checkpoint_dir)
+        return step, tree, meta
+
+    def meta(self, step: int | None = None) -> dict[str, Any]:
+        """The JSON meta saved with checkpoint `step` (default: the best good one)."""
+        return self.restore(step)[2]
 
     def restore_tree(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
         """(step, the saved TrainState as a nested dict of host arrays) of checkpoint `step`
-        (default: the best)."""
-        import orbax.checkpoint as ocp
-
-        step = self._step(step)
-        try:
-            with self._manager() as mngr:
-                tree = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore()))
-        except Exception as err:
-            raise CheckpointError(f"cannot restore {self.checkpoint_dir / str(step)}: "
-                                  f"{type(err).__name__}: {err}") from err
-        return step, dict(tree["state"])
+        (default: the best good one)."""
+        step, tree, _ = self.restore(step)
+        return step, tree
 
     def variables(self, step: int | None = None) -> tuple[int, dict[str, Any]]:
-        """(step, {"params", "batch_stats"}) of checkpoint `step` (default: the best)."""
+        """(step, {"params", "batch_stats"}) of checkpoint `step` (default: the best good
+        one)."""
         step, state = self.restore_tree(step)
         return step, {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}

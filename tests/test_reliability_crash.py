@@ -31,7 +31,7 @@ from reliability_helpers import (
 )
 
 from jaxcnn import create_model
-from jaxcnn.errors import CheckpointError
+from jaxcnn.errors import CheckpointError, ConfigError
 from jaxcnn.train.checkpoint import Checkpointer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -258,8 +258,12 @@ def test_rerun_with_another_architecture_fails_before_training_naming_the_parame
     shutil.copytree(reference["workdir"], workdir)
     config = load_config(**{"model.name": "lenet5"})
     config.model.kwargs = type(config.model.kwargs)()  # lenet5 has no `width`
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(ConfigError) as info:  # the changed config is refused first ...
         fit(config, workdir)
+    assert "model.name: 'small_cnn' -> 'lenet5'" in str(info.value)
+    assert "model.kwargs.width: 4 -> '(unset)'" in str(info.value)
+    with pytest.raises(CheckpointError) as info:  # ... and allowed, the checkpoint refuses
+        fit(config, workdir, allow_config_change=True)
     msg = str(info.value)
     assert str(workdir / "checkpoints" / str(FINAL_STEP)) in msg
     assert "'params/" in msg and "another architecture" in msg

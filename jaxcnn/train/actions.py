@@ -23,13 +23,22 @@ from jaxcnn.train.run import Run
 from jaxcnn.train.state import TrainState
 
 
+class Preempted(BaseException):
+    """SIGTERM during start-up (a BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way swallows it)."""
+
+
 class Preemption:
-    """SIGTERM (what preemptible clouds send) sets a flag: the loop finishes the current
-    step, saves, and returns. Single-process runs need their own handler: orbax's
-    preemption sync point only works multi-host."""
+    """SIGTERM handling for a whole run, installed before anything slow starts. During
+    start-up (data loading, compilation) a SIGTERM raises `Preempted` at once: nothing new
+    exists to save, and `fit` returns saying so. Once the loop runs (`start_loop`) it only
+    sets a flag: the loop finishes the current step, saves, and returns (what preemptible
+    clouds expect). Single-process runs need their own handler: orbax's preemption sync
+    point only works multi-host."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.looping = False
         self._previous = None
 
     def __enter__(self) -> Preemption:
@@ -39,6 +48,12 @@ class Preemption:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+        if not self.looping:
+            raise Preempted()
+
+    def start_loop(self) -> None:
+        """From now on a SIGTERM stops the loop after the current step."""
+        self.looping = True
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:

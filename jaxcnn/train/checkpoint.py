@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,40 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 from jaxcnn.data.pipeline import replicated
 from jaxcnn.errors import CheckpointError
-from jaxcnn.rundir import CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, item_handlers
+from jaxcnn.rundir import (
+    CHECKPOINT_DIR,
+    DIGESTS,
+    RUN_FILE,
+    CheckpointDamage,
+    damage_reason,
+    first_good,
+    host_tree,
+    item_handlers,
+    restore_step,
+    tree_digests,
+    unreadable_metrics,
+)
 from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_state
+
+DAMAGED_DIR = "damaged_checkpoints"  # where a writer moves checkpoints it cannot restore
 
 
 def check_same_structure(saved: dict[str, tuple], wanted: dict[str, tuple], where: str) -> None:
-    """Raise CheckpointError naming the first path whose presence or shape differs."""
+    """Raise CheckpointError naming the first path whose presence or shape differs; when the
+    model's variables all match and only the optimizer state differs, say that."""
+    differs = [p for p in set(saved) | set(wanted)
+               if p not in saved or p not in wanted or tuple(saved[p][0]) != tuple(wanted[p][0])]
+    if differs and all(p.startswith("opt_state/") for p in differs):
+        only_saved = sorted(p for p in differs if p not in wanted)[:2]
+        only_wanted = sorted(p for p in differs if p not in saved)[:2]
+        shapes = sorted(p for p in differs if p in saved and p in wanted)[:2]
+        raise CheckpointError(
+            f"{where} was written with another optimizer: the model's parameters match, its "
+            f"optimizer state does not (checkpoint only: {only_saved}, this config only: "
+            f"{only_wanted}, other shapes: {shapes}). Resume with the optimizer settings of "
+            "the run (optimizer.*, schedule.name, transfer.freeze), use a fresh --workdir, or "
+            "start a new run from its weights with --config.init.path=WORKDIR."
+        )
     # Parameters first: their optimizer moments mismatch too, but the parameter is the news.
     for path in sorted(set(saved) | set(wanted), key=lambda p: (not p.startswith("params/"), p)):
         if path not in saved:
@@ -54,7 +85,18 @@ class Checkpointer:
                  best_metric: str = "accuracy", best_mode: str = "max",
                  async_save: bool = True, read_only: bool = False):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        self.read_only = read_only
         self.best_metric = best_metric
+        bad = unreadable_metrics(self.directory)
+        for step_dir in bad:
+            if read_only:
+                keep_best = False  # orbax cannot rank the steps; take them newest first
+            else:
+                shutil.rmtree(step_dir / "metrics")
+            print(f"checkpoint {step_dir}: its validation metrics (metrics/metrics) are not "
+                  "readable; " + ("ranking checkpoints by recency." if read_only else
+                                  "removed them (the step is kept, without metrics)."),
+                  file=sys.stderr, flush=True)
         get = lambda m: float(m[best_metric])
         policies: list[Any] = [ocm.LatestN(n=keep)]
         if keep_best:
@@ -69,6 +111,7 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=not read_only,
             read_only=read_only,
+            lightweight_initialize=read_only and bool(bad),  # orbax would fail on the metrics
         )
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -110,11 +153,14 @@ class Checkpointer:
         self.wait()
         if step in self.manager.all_steps():
             return
+        tree = state_to_tree(state)
+        # The digests of what is saved go into the same (atomic) checkpoint.
+        meta = {**meta, DIGESTS: tree_digests(host_tree(tree))}
         try:
             self.manager.save(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state_to_tree(state)),
+                    state=ocp.args.StandardSave(tree),
                     meta=ocp.args.JsonSave(meta),
                 ),
                 metrics=metrics,
@@ -128,33 +174,61 @@ class Checkpointer:
         self._pending = step
 
     def read_meta(self, step: int) -> dict:
-        """The JSON `meta` dict saved with `step`."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(restored["meta"])
+        """The JSON `meta` dict saved with `step` (CheckpointDamage if unreadable)."""
+        return restore_step(self.manager, self.directory, step)[1]
 
     def restore(self, step: int, target: TrainState, mesh: Mesh) -> tuple[TrainState, dict]:
         """(state, meta) of `step`, laid out replicated on `mesh` (any device count), after
-        checking every path and shape against `target`."""
-        where = f"checkpoint {self.directory / str(step)}"
+        checking every path and shape against `target` (CheckpointError naming the first
+        difference) and verifying the arrays against their digests (CheckpointDamage)."""
+        path = self.directory / str(step)
         try:
             metadata = self.manager.item_metadata(step)["state"]
+            saved = {k: (v[0], v[1]) for k, v in _metadata_shapes(metadata).items()}
         except Exception as err:
-            raise CheckpointError(f"cannot read {where}: {type(err).__name__}: {err}") from err
-        saved = {k: (v[0], v[1]) for k, v in _metadata_shapes(metadata).items()}
+            raise CheckpointDamage(path, damage_reason(err, path)) from err
+        if not saved:
+            raise CheckpointDamage(path, "its state holds no arrays (an emptied directory?)")
         wanted_tree = state_to_tree(target)
-        check_same_structure(saved, flat_shapes(wanted_tree), where)
+        check_same_structure(saved, flat_shapes(wanted_tree), f"checkpoint {path}")
         rep = replicated(mesh)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=rep), wanted_tree
         )
+        tree, meta = restore_step(self.manager, self.directory, step,
+                                  ocp.args.StandardRestore(abstract))
+        return tree_to_state(target, tree), meta
+
+    def restore_good(self, target: TrainState, mesh: Mesh, first: int | None = None
+                     ) -> tuple[int, TrainState, dict] | None:
+        """(step, state, meta) of the newest checkpoint that restores as saved, trying
+        `first` before the others (None: no checkpoint). A damaged one is named with the
+        reason and skipped; a writable Checkpointer also moves it to
+        WORKDIR/damaged_checkpoints/ so that the run saves that step again."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        order = ([first] if first in steps else []) + [s for s in steps if s != first]
+        moved = []
+
+        def set_aside(err: CheckpointDamage) -> None:
+            if self.read_only:
+                return
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            dest = self.directory.parent / DAMAGED_DIR / f"{err.path.name}-{stamp}"
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(err.path, dest)
+            moved.append(dest)
+            print(f"moved the damaged checkpoint {err.path} to {dest}", file=sys.stderr,
+                  flush=True)
+
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore(),
-            ))
-        except Exception as err:
-            raise CheckpointError(f"cannot restore {where}: {type(err).__name__}: {err}"
-                                  ) from err
-        return tree_to_state(target, restored["state"]), dict(restored["meta"])
+            step, (state, meta) = first_good(order, lambda s: self.restore(s, target, mesh),
+                                             self.directory, set_aside)
+        finally:
+            if moved:
+                self.manager.reload()
+        return step, state, meta
 
     def close(self) -> None:
         """Wait for pending saves (raising their failure) and release the manager."""
@@ -182,12 +256,6 @@ def _atomic_write(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
-
-
-def save_config(workdir: str | os.PathLike, config: Any) -> Path:
-    """Write the run's config beside the checkpoints (`workdir/config.json`)."""
-    return _atomic_write(Path(workdir) / CONFIG_FILE,
-                         config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def save_run_info(workdir: str | os.PathLike, info: dict[str, Any]) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 USAGE = """usage: {prog} --config NAME|PATH[:VARIANT] --workdir DIR [--config.KEY=VALUE ...]
-                    [--lr_find] [--eval_only]
+                    [--lr_find] [--eval_only] [--allow_config_change]
 
 Train a jaxcnn model (or, with --lr_find, run the learning-rate finder; with --eval_only,
 evaluate the best checkpoint of DIR on the test split). A finished run rerun with the same
@@ -31,6 +31,8 @@ command reports its results; an interrupted one resumes from its latest checkpoi
   --config.KEY=VALUE            override a config key, e.g. --config.optimizer.lr=0.01
   --lr_find                     the learning-rate finder instead of training
   --eval_only                   evaluate the best checkpoint instead of training
+  --allow_config_change         resume DIR with a config that differs from its config.json
+                                (recorded in config_history.jsonl; refused without it)
 
 Exit codes: 0 done, 1 a jaxcnn error (bad config, data or checkpoint; training stopped),
 2 a command-line usage error, 130 interrupted."""
@@ -108,6 +110,8 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
         workdir = flags.DEFINE_string("workdir", None, "checkpoints and logs", flag_values=fv)
         find = flags.DEFINE_bool("lr_find", False, "learning-rate finder", flag_values=fv)
         eval_only = flags.DEFINE_bool("eval_only", False, "evaluate only", flag_values=fv)
+        allow_change = flags.DEFINE_bool("allow_config_change", False,
+                                         "resume with a changed config", flag_values=fv)
         fv(argv)
     except AttributeError as err:  # ml_collections: an override of a key the config lacks
         from jaxcnn.errors import ConfigError
@@ -127,7 +131,7 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
     config = fv["config"].value
     try:
         apply_free_form_flags(config, pairs)  # --config.model.kwargs.X=... (any X)
-        result = _run(config, workdir.value, find.value, eval_only.value)
+        result = _run(config, workdir.value, find.value, eval_only.value, allow_change.value)
     except JaxcnnError as err:
         return fail(err)
     except KeyboardInterrupt:
@@ -138,7 +142,7 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
     return EXIT_OK
 
 
-def _run(config: Any, workdir: str, find: bool, eval_only: bool) -> dict:
+def _run(config: Any, workdir: str, find: bool, eval_only: bool, allow_change: bool) -> dict:
     from jaxcnn.train import enable_compilation_cache, evaluate_checkpoint, fit, lr_find
 
     enable_compilation_cache()  # a rerun (resume after preemption) skips XLA compilation
@@ -148,7 +152,7 @@ def _run(config: Any, workdir: str, find: bool, eval_only: bool) -> dict:
         result = evaluate_checkpoint(config, workdir)
         result.pop("confusion_matrix", None)  # in eval.jsonl; keep stdout to one line
         return result
-    return fit(config, workdir)
+    return fit(config, workdir, allow_config_change=allow_change)
 
 
 def _cmd_siamese_eval(args: argparse.Namespace) -> int:

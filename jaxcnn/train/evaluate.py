@@ -49,12 +49,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.Pat
     ckpt = Checkpointer(workdir, best_metric=run.task.best_metric, best_mode=run.task.best_mode,
                         read_only=True)
     try:
-        step = ckpt.best_step() if step is None else step
-        if step is None:
+        if step is not None:
+            state, _ = ckpt.restore(step, state, run.mesh)
+        elif (found := ckpt.restore_good(state, run.mesh, first=ckpt.best_step())) is None:
             raise CheckpointError(
                 f"no checkpoint in {ckpt.directory}; train first with the same --workdir."
             )
-        state, _ = ckpt.restore(step, state, run.mesh)
+        else:  # the best good one: a damaged best is named and the next older one used
+            step, state, _ = found
     finally:
         ckpt.manager.close()
     evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,

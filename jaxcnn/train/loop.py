@@ -17,30 +17,31 @@ import ml_collections
 
 from jaxcnn.data.pipeline import make_feeder, train_batches, train_indices
 from jaxcnn.data.sources import Splits
-from jaxcnn.errors import CheckpointError, ConfigError
+from jaxcnn.errors import ConfigError
 from jaxcnn.train import monitor
-from jaxcnn.train.actions import CurvePlot, FiniteCheck, Preemption, Progress, StepCheckpoint
+from jaxcnn.train.actions import (
+    CurvePlot,
+    FiniteCheck,
+    Preempted,
+    Preemption,
+    Progress,
+    StepCheckpoint,
+)
 from jaxcnn.train.averaging import lookahead_from_config
-from jaxcnn.train.checkpoint import Checkpointer, save_config, save_run_info
+from jaxcnn.train.checkpoint import Checkpointer, save_run_info
+from jaxcnn.train.config import validate_config
 from jaxcnn.train.optim import current_lr, make_optimizer
 from jaxcnn.train.run import Evaluator, Run, initial_state, setup
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import jit_train_step, make_eval_step, make_train_step
 from jaxcnn.train.transfer import TxWrap, make_tx_wrap, stats_filter
-
-
-def prepare_workdir(workdir: Path) -> None:
-    """Create `workdir`, or raise CheckpointError naming it when it is not writable."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise CheckpointError(
-            f"cannot write to workdir {workdir}: {err.strerror or err}. Choose a writable "
-            "--workdir."
-        ) from None
+from jaxcnn.train.workdir import (
+    check_config,
+    committed_steps,
+    lock_workdir,
+    prepare_workdir,
+    record_config,
+)
 
 
 def _meta(run: Run, step: int, history: list[dict]) -> dict:
@@ -56,14 +57,37 @@ def _meta(run: Run, step: int, history: list[dict]) -> dict:
 
 def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         data: Splits | None = None, init_variables: dict | None = None,
-        tx_wrap: TxWrap | None = None) -> dict:
-    """Train `config` in `workdir` (resuming from its latest checkpoint) and return the
+        tx_wrap: TxWrap | None = None, allow_config_change: bool = False) -> dict:
+    """Train `config` in `workdir` (resuming from its newest good checkpoint) and return the
     final metrics: test_accuracy (or the task's metric), epochs, train_seconds,
-    compile_seconds, images_per_second, ..."""
+    compile_seconds, images_per_second, ... The workdir is locked for the run; resuming
+    with another config needs `allow_config_change` (see jaxcnn.train.workdir)."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
+    with Preemption() as preemption:  # first: a SIGTERM during start-up is answered too
+        try:
+            validate_config(config)
+            prepare_workdir(workdir)
+            with lock_workdir(workdir):
+                changes = check_config(workdir, config, allow_change=allow_config_change)
+                if not committed_steps(workdir):
+                    record_config(workdir, config, {}, None)  # a fresh run, from now on
+                return _fit(config, workdir, data, init_variables, tx_wrap, preemption,
+                            changes, t_start)
+        except Preempted:
+            steps = committed_steps(workdir)
+            print("SIGTERM during start-up (data loading or compilation), before the first "
+                  "training step: stopped with nothing new to save"
+                  + (f"; the latest checkpoint is step {steps[-1]}" if steps else "")
+                  + ". Rerun the same command to continue.", file=sys.stderr, flush=True)
+            return {"preempted": True, "step": steps[-1] if steps else 0, "started": False,
+                    "workdir": str(workdir)}
+
+
+def _fit(config: ml_collections.ConfigDict, workdir: Path, data: Splits | None,
+         init_variables: dict | None, tx_wrap: TxWrap | None, preemption: Preemption,
+         changes: dict, t_start: float) -> dict:
     run = setup(config, data=data, init_variables=init_variables)
-    prepare_workdir(workdir)
     if tx_wrap is None:  # config.transfer: frozen stages, per-stage rates (or None)
         tx_wrap = make_tx_wrap(config, run.model)
     tx, schedule = make_optimizer(config, run.variables["params"], run.steps_per_epoch,
@@ -73,37 +97,37 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                         best_metric=run.task.best_metric, best_mode=run.task.best_mode,
                         async_save=config.checkpoint.async_save)
     try:
-        return _train(run, state, tx, schedule, ckpt, workdir, t_start)
+        return _train(run, state, tx, schedule, ckpt, workdir, preemption, changes, t_start)
     finally:
         ckpt.close()
 
 
 def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
-            ) -> tuple[TrainState, list[dict]]:
-    """The latest checkpoint's state and history, or the fresh state and no history."""
-    latest = ckpt.latest_step()
-    if latest is None:
-        return state, []
+            ) -> tuple[TrainState, list[dict], int | None]:
+    """The newest good checkpoint's state, history and step (damaged ones are named and set
+    aside), or the fresh state, no history and None."""
+    found = ckpt.restore_good(state, run.mesh)
+    if found is None:
+        return state, [], None
+    step, state, meta = found
     spe = run.steps_per_epoch
-    meta = ckpt.read_meta(latest)
     if meta.get("steps_per_epoch") != spe:
         raise ConfigError(
             f"{workdir} holds a run with {meta.get('steps_per_epoch')} steps per epoch but this "
             f"config gives {spe} (another batch size or dataset?); the data order could not "
             "resume exactly. Use a fresh --workdir."
         )
-    state, meta = ckpt.restore(latest, state, run.mesh)
-    if latest < math.ceil(run.config.num_epochs * spe):
-        print(f"Resuming from {ckpt.directory / str(latest)}: step {latest}, epoch "
-              f"{latest // spe + 1}, batch {latest % spe}", file=sys.stderr, flush=True)
-    return state, list(meta.get("history", []))
+    if step < math.ceil(run.config.num_epochs * spe):
+        print(f"Resuming from {ckpt.directory / str(step)}: step {step}, epoch "
+              f"{step // spe + 1}, batch {step % spe}", file=sys.stderr, flush=True)
+    return state, list(meta.get("history", [])), step
 
 
 def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpointer,
-           workdir: Path, t_start: float) -> dict:
+           workdir: Path, preemption: Preemption, changes: dict, t_start: float) -> dict:
     config, spe, bs = run.config, run.steps_per_epoch, run.config.data.batch_size
-    state, history = _resume(run, state, ckpt, workdir)
-    save_config(workdir, config)
+    state, history, resumed_at = _resume(run, state, ckpt, workdir)
+    record_config(workdir, config, changes, resumed_at)  # once the resume has worked
     save_run_info(workdir, run.info())
     metrics_path = workdir / "metrics.jsonl"
     monitor.write_jsonl(metrics_path, history)  # drop records newer than the checkpoint
@@ -142,51 +166,51 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     table = monitor.EpochTable(run.task.best_metric)
     board = monitor.TensorBoard(workdir) if config.log.tensorboard else None
     train_seconds, images = 0.0, 0
-    with Preemption() as preemption:
-        for epoch in range(step // spe, math.ceil(total_steps / spe)):
-            start = step
-            progress.begin_epoch(epoch, step)
-            t_epoch = time.perf_counter()
-            for pos, batch in train_batches(feeder, seed=config.seed, epoch=epoch,
-                                            start_step=step % spe, n=n_train, batch_size=bs):
-                state, _ = compiled(state, batch)
-                step = epoch * spe + pos + 1
-                last = step >= total_steps
-                for action in step_actions[:1] if last else step_actions:
-                    action(step, state)  # the last step's checkpoint is the epoch end's
-                if preemption.requested or last:
-                    break
-            jax.block_until_ready(state)
-            elapsed = time.perf_counter() - t_epoch
-            train_seconds += elapsed
-            images += (step - start) * bs
-            progress.end_epoch()
-            check(state)
-            if preemption.requested:
-                save(step, state)
-                ckpt.wait()
-                print(f"SIGTERM: saved step {step} to {ckpt.directory}; rerun the same command "
-                      "to resume.", file=sys.stderr, flush=True)
-                return {"preempted": True, "step": step, "epoch": step // spe,
-                        "workdir": str(workdir)}
-            valid = evaluator.metrics(state, "valid")
-            record = {"epoch": epoch + 1, "step": step, "epoch_seconds": elapsed,
-                      "lr": current_lr(schedule, state.opt_state, step - 1),
-                      **{f"train_{k}": v for k, v in
-                         run.task.summarize(jax.device_get(state.sums)).items()},
-                      **{f"valid_{k}": v for k, v in valid.items()}}
-            history.append(record)
-            save(step, state, valid)
-            table.row(record)
-            monitor.append_jsonl(metrics_path, record)
-            if board is not None:
-                board.write(record)
-            plot(history, force=step >= total_steps)
+    preemption.start_loop()
+    for epoch in range(step // spe, math.ceil(total_steps / spe)):
+        start = step
+        progress.begin_epoch(epoch, step)
+        t_epoch = time.perf_counter()
+        for pos, batch in train_batches(feeder, seed=config.seed, epoch=epoch,
+                                        start_step=step % spe, n=n_train, batch_size=bs):
+            state, _ = compiled(state, batch)
+            step = epoch * spe + pos + 1
+            last = step >= total_steps
+            for action in step_actions[:1] if last else step_actions:
+                action(step, state)  # the last step's checkpoint is the epoch end's
+            if preemption.requested or last:
+                break
+        jax.block_until_ready(state)
+        elapsed = time.perf_counter() - t_epoch
+        train_seconds += elapsed
+        images += (step - start) * bs
+        progress.end_epoch()
+        check(state)
+        if preemption.requested:
+            save(step, state)
+            ckpt.wait()
+            print(f"SIGTERM: saved step {step} to {ckpt.directory}; rerun the same command "
+                  "to resume.", file=sys.stderr, flush=True)
+            return {"preempted": True, "step": step, "epoch": step // spe,
+                    "workdir": str(workdir)}
+        valid = evaluator.metrics(state, "valid")
+        record = {"epoch": epoch + 1, "step": step, "epoch_seconds": elapsed,
+                  "lr": current_lr(schedule, state.opt_state, step - 1),
+                  **{f"train_{k}": v for k, v in
+                     run.task.summarize(jax.device_get(state.sums)).items()},
+                  **{f"valid_{k}": v for k, v in valid.items()}}
+        history.append(record)
+        save(step, state, valid)
+        table.row(record)
+        monitor.append_jsonl(metrics_path, record)
+        if board is not None:
+            board.write(record)
+        plot(history, force=step >= total_steps)
     ckpt.wait()
     # The test split reports the checkpoint chosen on validation (what --eval_only restores).
     best = ckpt.best_step()
-    if best is not None and best != step:
-        state, _ = ckpt.restore(best, state, run.mesh)
+    if best is not None and best != step:  # (a damaged best: named, the next older one used)
+        best, state, _ = ckpt.restore_good(state, run.mesh, first=best)
     test = evaluator.metrics(state, "test")
     if board is not None:
         board.write({"step": step, **{f"test_{k}": v for k, v in test.items()}})

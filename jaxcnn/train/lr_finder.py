@@ -13,10 +13,10 @@ import numpy as np
 from jaxcnn.data.pipeline import make_feeder, train_indices
 from jaxcnn.data.sources import Splits
 from jaxcnn.train import monitor
-from jaxcnn.train.loop import prepare_workdir
 from jaxcnn.train.optim import make_optimizer
 from jaxcnn.train.run import initial_state, setup
 from jaxcnn.train.steps import jit_train_step, make_train_step
+from jaxcnn.train.workdir import lock_workdir, prepare_workdir
 
 
 def lr_find(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
@@ -26,8 +26,14 @@ def lr_find(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     4x its minimum; save lr_find.png / lr_find.jsonl. The suggestion is the rate of steepest
     descent of the smoothed loss (fast.ai's `steep`)."""
     workdir = Path(workdir)
-    run = setup(config, data=data, init_variables=init_variables)
     prepare_workdir(workdir)
+    with lock_workdir(workdir):  # one run at a time writes a workdir
+        return _lr_find(config, workdir, data, init_variables)
+
+
+def _lr_find(config: ml_collections.ConfigDict, workdir: Path, data: Splits | None,
+             init_variables: dict | None) -> dict:
+    run = setup(config, data=data, init_variables=init_variables)
     lf = config.lr_find
     n = max(2, lf.steps)
     schedule = lambda s: lf.start_lr * (lf.end_lr / lf.start_lr) ** (s / (n - 1))
