@@ -50,13 +50,13 @@ class CheckpointDamage(CheckpointError):
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a/b/c": leaf} of a nested dict."""
+    """{"a/b/c": leaf} of a nested dict (None is an empty subtree, as in jax and orbax)."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
             out.update(_flat(v, f"{prefix}{k}/"))
         return out
-    return {prefix.rstrip("/"): tree}
+    return {} if tree is None else {prefix.rstrip("/"): tree}
 
 
 def _sha256(leaf: Any) -> str:

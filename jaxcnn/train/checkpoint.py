@@ -46,7 +46,7 @@ def check_same_structure(saved: dict[str, tuple], wanted: dict[str, tuple], wher
     model's variables all match and only the optimizer state differs, say that."""
     differs = [p for p in set(saved) | set(wanted)
                if p not in saved or p not in wanted or tuple(saved[p][0]) != tuple(wanted[p][0])]
-    if differs and all(p.startswith("opt_state/") for p in differs):
+    if differs and all(p.startswith(("opt_state/", "slow/")) for p in differs):
         only_saved = sorted(p for p in differs if p not in wanted)[:2]
         only_wanted = sorted(p for p in differs if p not in saved)[:2]
         shapes = sorted(p for p in differs if p in saved and p in wanted)[:2]
@@ -54,7 +54,8 @@ def check_same_structure(saved: dict[str, tuple], wanted: dict[str, tuple], wher
             f"{where} was written with another optimizer: the model's parameters match, its "
             f"optimizer state does not (checkpoint only: {only_saved}, this config only: "
             f"{only_wanted}, other shapes: {shapes}). Resume with the optimizer settings of "
-            "the run (optimizer.*, schedule.name, transfer.freeze), use a fresh --workdir, or "
+            "the run (optimizer.*, schedule.name, transfer.freeze, lookahead), use a fresh "
+            "--workdir, or "
             "start a new run from its weights with --config.init.path=WORKDIR."
         )
     # Parameters first: their optimizer moments mismatch too, but the parameter is the news.
