@@ -26,9 +26,14 @@ UNSET = "(unset)"  # a free-form key (model.kwargs.X) one of two configs does no
 HISTORY_FILE = "config_history.jsonl"
 # Keys a resumed run may change without --allow_config_change: how long and how verbosely it
 # runs, and where the data lives on this machine; none changes what is computed.
-RESUMABLE = ("num_epochs", "progress", "log_every", "debug_nans", "checkpoint.async_save",
-             "data.on_device", "data.cache_dir", "data.data_dir", "data.manual_dir",
-             "data.download")
+RESUMABLE = ("num_epochs", "progress", "log_every", "log.", "debug_nans",
+             "checkpoint.async_save", "data.on_device", "data.cache_dir", "data.data_dir",
+             "data.manual_dir", "data.download")  # "group." covers the whole group
+
+
+def resumable(key: str) -> bool:
+    """Whether `key` may change when a run is resumed (see RESUMABLE)."""
+    return any(key == r or r.endswith(".") and key.startswith(r) for r in RESUMABLE)
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -128,7 +133,7 @@ def check_config(workdir: Path, config: ml_collections.ConfigDict, *,
             f"{path} is not readable ({err}): the config of the run to resume is unknown. "
             "Restore it, or use a fresh --workdir.") from None
     changes = config_changes(saved, config)
-    refused = {k: v for k, v in changes.items() if k not in RESUMABLE}
+    refused = {k: v for k, v in changes.items() if not resumable(k)}
     if refused and not allow_change:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
         raise ConfigError(
@@ -146,7 +151,7 @@ def record_config(workdir: Path, config: ml_collections.ConfigDict,
     """Write the run's config to WORKDIR/config.json; when a resumed run changed it (see
     `check_config`), first append the changes to config_history.jsonl."""
     if changes and resumed_at is not None:
-        refused = [k for k in changes if k not in RESUMABLE]
+        refused = [k for k in changes if not resumable(k)]
         entry = {"time": datetime.datetime.now().isoformat(timespec="seconds"),
                  "resumed_at_step": resumed_at,
                  "changes": {k: [old, new] for k, (old, new) in changes.items()},
