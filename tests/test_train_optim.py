@@ -178,6 +178,7 @@ def test_onecycle_schedule():
 def test_reduce_on_plateau_cuts_the_rate_after_patience_epochs_without_improvement():
     config = _config("sgd", momentum=0.0)
     config.schedule.name = "plateau"
+    config.schedule.plateau_metric = "train_loss"  # in the step (a validation metric: stopping)
     config.schedule.patience = 2
     config.schedule.factor = 0.5
     spe = 4

@@ -46,6 +46,11 @@ from jaxcnn.data.sources import (
     load_npz,
     load_tfds,
 )
+from jaxcnn.data.synthetic import (  # registers data.source='shapes' and 'rotated_digits'
+    load_rotated_digits,
+    load_shapes,
+    make_shapes,
+)
 from jaxcnn.data.transforms import EvalTransform
 from jaxcnn.data.voc import load_voc, parse_voc_xml  # registers data.source='voc'
 
@@ -71,10 +76,13 @@ __all__ = [
     "load_digits",
     "load_folder",
     "load_npz",
+    "load_rotated_digits",
+    "load_shapes",
     "load_tfds",
     "load_voc",
     "make_feeder",
     "make_mesh",
+    "make_shapes",
     "normalize",
     "parse_voc_xml",
     "prefetch",

@@ -11,7 +11,8 @@ function of its rng key (so a step is deterministic given the state's rng):
   contrast and saturation jitter (torchvision's `ColorJitter` factors);
 - normalization to float32 and cutout;
 - evaluation: `center_crop`, `ten_crop` (AlexNet's four corners and centre, and their mirror
-  images) and flip + translate test-time augmentation (`tta_logits`).
+  images, `Augment.ten_crop_scores`) and airbench's flip + translate test-time augmentation
+  (`tta_logits`).
 
 The host-side transforms (input pipeline, evaluation and inference) are
 `jaxcnn.data.transforms`.
@@ -363,13 +364,15 @@ def augment(
     brightness: float = 0.0,
     contrast: float = 0.0,
     saturation: float = 0.0,
+    eval_crop: bool = True,
 ) -> dict[str, jax.Array]:
     """The whole on-device pipeline. Training: geometric augmentation (random-resized crop to
     `resized_crop`, or a random `crop_size` crop after `crop_padding`; flips, `flip_mode`
     "random" per example with probability 1/2 or "alternate" for the whole batch in odd
     epochs (`alternating_flip`, needs `epoch`); rotation), colour jitter on the 0..255
     scale, normalization, cutout. Evaluation: a centre crop to the training crop size
-    (`crop_size` or `resized_crop`), then normalization."""
+    (`crop_size` or `resized_crop`; not with `eval_crop=False`, for ten-crop testing), then
+    normalization."""
     if flip and flip_mode not in FLIP_MODES:
         raise ValueError(f"flip_mode must be one of {FLIP_MODES}; got {flip_mode!r}")
     batch = dict(batch)
@@ -395,7 +398,7 @@ def augment(
         batch["image"] = normalize(batch["image"], mean, std)
         batch["image"] = cutout(r_cut, batch["image"], cutout_size)
     else:
-        if out_size and batch["image"].shape[1:3] != (out_size, out_size):
+        if eval_crop and out_size and batch["image"].shape[1:3] != (out_size, out_size):
             batch = _spatial(batch, lambda x, is_mask: center_crop(x, out_size), "center_crop")
         batch["image"] = normalize(batch["image"], mean, std)
     return batch
@@ -431,8 +434,9 @@ def tta_logits(fn: Callable[[jax.Array], jax.Array], images: jax.Array, level: i
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """The static `augment` settings of a run (from `config.data`), called in the step as
-    `augment(rng, batch, train, epoch)` (the epoch drives alternating flips)."""
+    """The static augmentation settings of a run (from `config.data`), called in the step as
+    `augment(rng, batch, train, epoch)` (the epoch drives alternating flips); with
+    `ten_crop` the eval step scores images through `ten_crop_scores`."""
 
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (255.0,)
@@ -441,16 +445,51 @@ class Augment:
     cutout: int = 0
     padding_mode: str = "constant"
     flip_mode: str = "random"
+    crop_size: int = 0
+    vertical_flip: bool = False
+    resized_crop: int = 0
+    resized_crop_scale: tuple[float, float] = (0.08, 1.0)
+    rotation: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    ten_crop: bool = False  # AlexNet's ten-patch evaluation of crop_size patches
+
+    def __post_init__(self) -> None:
+        if self.ten_crop and not self.crop_size:
+            raise ConfigError("data.ten_crop needs data.crop_size (the side of the patches).")
 
     @classmethod
     def from_config(cls, data: Any) -> Augment:
         """Settings from a `config.data` block."""
+        get = lambda key, default: data.get(key, default)
         return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
                    int(data.cutout), data.get("padding_mode", "constant"),
-                   data.get("flip_mode", "random"))
+                   data.get("flip_mode", "random"), int(get("crop_size", 0)),
+                   bool(get("vertical_flip", False)), int(get("resized_crop", 0)),
+                   tuple(float(v) for v in get("resized_crop_scale", (0.08, 1.0))),
+                   float(get("rotation", 0.0)), float(get("brightness", 0.0)),
+                   float(get("contrast", 0.0)), float(get("saturation", 0.0)),
+                   bool(get("ten_crop", False)))
 
     def __call__(self, rng: jax.Array | None, batch: dict, train: bool,
                  epoch: jax.Array | int | None = None) -> dict:
         return augment(rng, batch, mean=self.mean, std=self.std, crop_padding=self.crop_padding,
                        flip=self.flip, cutout_size=self.cutout, train=train,
-                       padding_mode=self.padding_mode, flip_mode=self.flip_mode, epoch=epoch)
+                       padding_mode=self.padding_mode, flip_mode=self.flip_mode, epoch=epoch,
+                       crop_size=self.crop_size, vertical_flip=self.vertical_flip,
+                       resized_crop=self.resized_crop,
+                       resized_crop_scale=self.resized_crop_scale, rotation=self.rotation,
+                       brightness=self.brightness, contrast=self.contrast,
+                       saturation=self.saturation, eval_crop=not self.ten_crop)
+
+    def ten_crop_scores(self, fn: Callable[[jax.Array], jax.Array], images: jax.Array
+                        ) -> jax.Array:
+        """AlexNet's test: "averaging the predictions of the softmax layer on the ten
+        patches" (Krizhevsky et al., 2012, section 4.1; `ten_crop` of `crop_size`) of the
+        normalized `images` through `fn` (images -> logits), returned as log-probabilities
+        so that argmax and cross-entropy read them as logits."""
+        views = ten_crop(images, self.crop_size)
+        probs = jnp.mean(jax.vmap(lambda v: jax.nn.softmax(
+            fn(v).astype(jnp.float32), axis=-1))(views), axis=0)
+        return jnp.log(jnp.maximum(probs, 1e-30))

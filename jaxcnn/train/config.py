@@ -63,6 +63,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.flip_mode = "random"  # random | alternate (one random flip of the data, then all
     #                               images flipped in odd epochs: airbench's alternating flip)
     c.data.tta = 0  # test-time augmentation: 0 none | 1 mirror | 2 mirror + 1-pixel shifts
+    # More on-device augmentation (jaxcnn.data.augment; 0 / False = off):
+    c.data.crop_size = 0  # random crop of this side (AlexNet: 227 of 256), centre crop in eval
+    c.data.vertical_flip = False
+    c.data.resized_crop = 0  # random-resized crop to this side (Inception / torchvision)
+    c.data.resized_crop_scale = (0.08, 1.0)  # its area fraction range
+    c.data.rotation = 0.0  # degrees: uniform in [-rotation, rotation]
+    c.data.brightness = 0.0  # colour jitter factors uniform in [1 - x, 1 + x]
+    c.data.contrast = 0.0
+    c.data.saturation = 0.0
+    c.data.ten_crop = False  # test on AlexNet's ten crop_size patches (softmax averaged)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
@@ -98,6 +108,19 @@ def default_config() -> ml_collections.ConfigDict:
     c.schedule.patience = 5  # plateau, in epochs
     c.schedule.cooldown = 0  # plateau, in epochs
     c.schedule.rtol = 1e-4  # plateau
+    # plateau: "valid_<metric>" (a validation metric, checked at each epoch end: torch's
+    # ReduceLROnPlateau) or "train_loss" (the training loss averaged over each epoch of
+    # steps, inside the optimizer: optax.contrib.reduce_on_plateau)
+    c.schedule.plateau_metric = "valid_loss"
+    c.schedule.plateau_mode = ""  # "" = min for losses and errors, max otherwise
+    c.schedule.min_lr = 0.0  # plateau on a validation metric: the rate never goes below
+
+    # Early stopping on a validation metric (jaxcnn.train.stopping): off while patience = 0.
+    c.early_stopping = ml_collections.ConfigDict()
+    c.early_stopping.metric = ""  # "" = the task's best metric (accuracy, iou, mae, ...)
+    c.early_stopping.mode = ""  # "" = the task's mode for its metric, min for losses
+    c.early_stopping.patience = 0  # epochs without improvement before stopping
+    c.early_stopping.min_delta = 0.0  # smallest change that counts as an improvement
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 0  # 0: only at epoch ends
@@ -210,6 +233,30 @@ def validate_config(config: ml_collections.ConfigDict, prefix: str = "") -> None
         raise ConfigError(f"label_smoothing must be in [0, 1); got {config.label_smoothing}.")
     _check_ranges(config)
     _validate_speedrun_keys(config)
+    _check_augment_and_eval(config)
+
+
+def _check_augment_and_eval(config: ml_collections.ConfigDict) -> None:
+    """ConfigError for augmentation and test-time options that cannot work together."""
+    data = config.data
+    if data.crop_size and data.resized_crop:
+        raise ConfigError(
+            f"data.crop_size={data.crop_size} and data.resized_crop={data.resized_crop} are two "
+            "ways to pick the training crop; set one of them."
+        )
+    lo, hi = (tuple(data.resized_crop_scale) + (None, None))[:2]
+    if len(data.resized_crop_scale) != 2 or not 0 < lo <= hi <= 1:
+        raise ConfigError(f"data.resized_crop_scale must be (lo, hi) with 0 < lo <= hi <= 1; "
+                          f"got {tuple(data.resized_crop_scale)}.")
+    if data.ten_crop and not data.crop_size:
+        raise ConfigError(
+            "data.ten_crop tests on AlexNet's ten data.crop_size patches (corners, centre and "
+            "their mirror images) of each test image: set data.crop_size (e.g. 227 with "
+            "data.image_size=256)."
+        )
+    if data.ten_crop and data.tta:
+        raise ConfigError(f"data.ten_crop and data.tta={data.tta} are two test-time "
+                          "augmentations; choose one.")
 
 
 # key -> (lowest allowed, highest allowed or None, what the value means); checked at start-up
@@ -229,6 +276,15 @@ _RANGES: dict[str, tuple[float, float | None, str]] = {
     "checkpoint.every_steps": (0, None, "steps between checkpoints (0 = epoch ends only)"),
     "lr_find.steps": (2, None, "learning-rate finder steps (a curve needs two points)"),
     "lr_find.start_lr": (1e-30, None, "the finder's first learning rate"),
+    "data.crop_size": (0, None, "the side of the random training crop (0 = off)"),
+    "data.resized_crop": (0, None, "the side of the random-resized crop (0 = off)"),
+    "data.rotation": (0.0, 180.0, "the largest rotation in degrees"),
+    "data.brightness": (0.0, None, "the brightness jitter"),
+    "data.contrast": (0.0, None, "the contrast jitter"),
+    "data.saturation": (0.0, None, "the saturation jitter"),
+    "early_stopping.patience": (0, None, "epochs without improvement (0 = off)"),
+    "early_stopping.min_delta": (0.0, None, "the smallest improvement"),
+    "schedule.min_lr": (0.0, None, "the plateau schedule's lowest rate"),
 }
 
 

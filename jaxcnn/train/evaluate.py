@@ -28,20 +28,28 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np
     return matrix
 
 
-def _predictions(run: Run, state: TrainState, split: str) -> np.ndarray:
-    """The argmax class of every example of `split`."""
+def _predictions(run: Run, state: TrainState, split: str, limit: int | None = None
+                 ) -> np.ndarray:
+    """The argmax class of every example (or pixel, for dense outputs; a single logit is
+    thresholded at 0) of `split`, or of its first `limit` examples."""
     predictor = Evaluator(run, make_predict_step(run.model, run.task, run.augment,
                                                  tta=run.config.data.tta))
-    preds = [np.asarray(jnp.argmax(predictor.call(state, batch), -1))
-             for batch in predictor.batches(split)]
-    return np.concatenate(preds)[:len(getattr(run.splits, split))]
+    preds, n = [], len(getattr(run.splits, split)) if limit is None else limit
+    for batch in predictor.batches(split):
+        logits = predictor.call(state, batch)
+        preds.append(np.asarray(jnp.argmax(logits, -1) if logits.shape[-1] > 1
+                                else (logits[..., 0] > 0).astype(jnp.int32)))
+        if sum(len(p) for p in preds) >= n:
+            break
+    return np.concatenate(preds)[:n]
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                         data: Splits | None = None, step: int | None = None) -> dict:
     """Restore the best checkpoint (or `step`) and report the task's metrics on the test
     split; for class scores also the per-class accuracy and the confusion matrix
-    (confusion.png, and eval.jsonl)."""
+    (confusion.png, and eval.jsonl); for segmentation the first test images with their true
+    and predicted masks overlaid (segmentation.png)."""
     workdir = Path(workdir)
     run = setup(config, data=data)
     tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
@@ -72,5 +80,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.Pat
         result["per_class_accuracy"] = {
             names[i]: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i in range(k)}
         result["confusion_plot"] = str(workdir / "confusion.png")
+    if run.task.reports_overlay:
+        n = min(6, len(run.splits.test))
+        test = run.splits.test.arrays
+        names = list(run.splits.class_names) or [str(c) for c in range(run.splits.num_classes)]
+        monitor.plot_segmentation(test["image"][:n], test["mask"][:n],
+                                  _predictions(run, state, "test", n), names,
+                                  workdir / "segmentation.png")
+        result["segmentation_plot"] = str(workdir / "segmentation.png")
     monitor.write_jsonl(workdir / "eval.jsonl", [result])
     return result

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxcnn.data.pipeline import make_feeder, train_batches, train_indices
+from jaxcnn.data.pipeline import make_feeder, replicated, train_batches, train_indices
 from jaxcnn.data.sources import Splits
 from jaxcnn.errors import ConfigError
 from jaxcnn.train import monitor
@@ -30,10 +30,11 @@ from jaxcnn.train.actions import (
 from jaxcnn.train.averaging import lookahead_from_config
 from jaxcnn.train.checkpoint import Checkpointer, save_run_info
 from jaxcnn.train.config import validate_config
-from jaxcnn.train.optim import current_lr, make_optimizer
-from jaxcnn.train.run import Evaluator, Run, initial_state, setup
+from jaxcnn.train.optim import current_lr, make_optimizer, set_plateau_scale
+from jaxcnn.train.run import Evaluator, Run, eval_metric_names, initial_state, setup
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import jit_train_step, make_eval_step, make_train_step
+from jaxcnn.train.stopping import EpochControl
 from jaxcnn.train.transfer import TxWrap, make_tx_wrap, stats_filter
 from jaxcnn.train.workdir import (
     check_config,
@@ -44,7 +45,7 @@ from jaxcnn.train.workdir import (
 )
 
 
-def _meta(run: Run, step: int, history: list[dict]) -> dict:
+def _meta(run: Run, step: int, history: list[dict], control: EpochControl) -> dict:
     return {
         "step": step,
         "epoch": step // run.steps_per_epoch,
@@ -52,6 +53,7 @@ def _meta(run: Run, step: int, history: list[dict]) -> dict:
         "steps_per_epoch": run.steps_per_epoch,
         "model": run.config.model.name,
         "history": history,
+        "epoch_control": control.state_dict(),  # early stopping / plateau counters
     }
 
 
@@ -103,12 +105,12 @@ def _fit(config: ml_collections.ConfigDict, workdir: Path, data: Splits | None,
 
 
 def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
-            ) -> tuple[TrainState, list[dict], int | None]:
-    """The newest good checkpoint's state, history and step (damaged ones are named and set
-    aside), or the fresh state, no history and None."""
+            ) -> tuple[TrainState, dict, int | None]:
+    """The newest good checkpoint's state, metadata and step (damaged ones are named and set
+    aside), or the fresh state, no metadata and None."""
     found = ckpt.restore_good(state, run.mesh)
     if found is None:
-        return state, [], None
+        return state, {}, None
     step, state, meta = found
     spe = run.steps_per_epoch
     if meta.get("steps_per_epoch") != spe:
@@ -117,16 +119,20 @@ def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
             f"config gives {spe} (another batch size or dataset?); the data order could not "
             "resume exactly. Use a fresh --workdir."
         )
-    if step < math.ceil(run.config.num_epochs * spe):
+    stopped = meta.get("epoch_control", {}).get("early_stopping", {}).get("stopped_epoch")
+    if step < math.ceil(run.config.num_epochs * spe) and not stopped:
         print(f"Resuming from {ckpt.directory / str(step)}: step {step}, epoch "
               f"{step // spe + 1}, batch {step % spe}", file=sys.stderr, flush=True)
-    return state, list(meta.get("history", [])), step
+    return state, meta, step
 
 
 def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpointer,
            workdir: Path, preemption: Preemption, changes: dict, t_start: float) -> dict:
     config, spe, bs = run.config, run.steps_per_epoch, run.config.data.batch_size
-    state, history, resumed_at = _resume(run, state, ckpt, workdir)
+    control = EpochControl.from_config(config, run.task, lambda: eval_metric_names(run))
+    state, meta, resumed_at = _resume(run, state, ckpt, workdir)
+    history = list(meta.get("history", []))
+    control.load_state_dict(meta.get("epoch_control", {}))
     record_config(workdir, config, changes, resumed_at)  # once the resume has worked
     save_run_info(workdir, run.info())
     metrics_path = workdir / "metrics.jsonl"
@@ -144,12 +150,13 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     step = int(jax.device_get(state.step))
     n_train = len(run.splits.train)
 
-    complete = step >= total_steps
+    complete = step >= total_steps or bool(control.stopped_epoch)
     compile_seconds = 0.0
     if complete:
-        print(f"{workdir}: the run is complete ({config.num_epochs:g} epochs, step {step}); "
-              "nothing to train. Reporting its best checkpoint on the test split.",
-              file=sys.stderr, flush=True)
+        done = (f"stopped early after epoch {control.stopped_epoch}" if control.stopped_epoch
+                else f"{config.num_epochs:g} epochs")
+        print(f"{workdir}: the run is complete ({done}, step {step}); nothing to train. "
+              "Reporting its best checkpoint on the test split.", file=sys.stderr, flush=True)
     else:
         first = train_indices(config.seed, step // spe, step % spe, n_train, bs)
         t0 = time.perf_counter()
@@ -158,7 +165,8 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
                 state, feeder.batch(first)).compile()
         compile_seconds = time.perf_counter() - t0
 
-    save = lambda s, st, metrics=None: ckpt.save(s, st, _meta(run, s, history), metrics=metrics)
+    save = lambda s, st, metrics=None: ckpt.save(s, st, _meta(run, s, history, control),
+                                                 metrics=metrics)
     check = FiniteCheck(run, train_fn, feeder)
     progress = Progress(run, check)
     step_actions = [progress, StepCheckpoint(run, check, save)]
@@ -167,7 +175,9 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
     board = monitor.TensorBoard(workdir) if config.log.tensorboard else None
     train_seconds, images = 0.0, 0
     preemption.start_loop()
-    for epoch in range(step // spe, math.ceil(total_steps / spe)):
+    # A run stopped early stays stopped; a fractional last epoch stops at total_steps.
+    last_epoch = control.stopped_epoch or math.ceil(total_steps / spe)
+    for epoch in range(step // spe, last_epoch):
         start = step
         progress.begin_epoch(epoch, step)
         t_epoch = time.perf_counter()
@@ -199,13 +209,24 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
                   **{f"train_{k}": v for k, v in
                      run.task.summarize(jax.device_get(state.sums)).items()},
                   **{f"valid_{k}": v for k, v in valid.items()}}
+        stop, scale = control.update(epoch + 1, valid)
+        if scale is not None:  # the plateau schedule's rate for the next epoch
+            record["lr_scale"] = scale
+            state = state.replace(opt_state=set_plateau_scale(state.opt_state, scale,
+                                                              replicated(run.mesh)))
         history.append(record)
         save(step, state, valid)
         table.row(record)
         monitor.append_jsonl(metrics_path, record)
         if board is not None:
             board.write(record)
-        plot(history, force=step >= total_steps)
+        plot(history, force=stop or step >= total_steps)
+        if stop:
+            es = control.early_stopping
+            print(f"Early stopping after epoch {epoch + 1}: valid_{es.metric} has not improved "
+                  f"on {es.best:.4g} (epoch {es.best_epoch}) for {es.patience} epoch(s).",
+                  file=sys.stderr, flush=True)
+            break
     ckpt.wait()
     # The test split reports the checkpoint chosen on validation (what --eval_only restores).
     best = ckpt.best_step()
@@ -219,6 +240,7 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
         **{f"test_{k}": v for k, v in test.items()},
         "epochs": config.num_epochs,
         "steps": step,
+        **({"stopped_epoch": control.stopped_epoch} if control.stopped_epoch else {}),
         "best_step": best,
         "devices": run.mesh.devices.size,
         "workdir": str(workdir),

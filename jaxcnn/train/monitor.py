@@ -163,3 +163,41 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | os.Pa
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def overlay_masks(images: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB [N, H, W, 3]: each image with its class mask [N, H, W] blended in, class c
+    > 0 in the c-th colour of matplotlib's tab10 cycle, background left as is."""
+    colours = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+                        (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+                        (188, 189, 34), (23, 190, 207)], np.float32)
+    rgb = np.asarray(images, np.float32)
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    masks = np.asarray(masks)
+    colour = colours[(np.maximum(masks, 1) - 1) % len(colours)]
+    blend = np.where((masks > 0)[..., None], (1 - alpha) * rgb + alpha * colour, rgb)
+    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+
+
+def plot_segmentation(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                      class_names: list[str], path: str | os.PathLike) -> None:
+    """One row per image: the image, the true mask overlaid, the predicted mask overlaid."""
+    plt = _pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    panels = (np.asarray(images), overlay_masks(images, true), overlay_masks(images, pred))
+    for i in range(n):
+        for j, (title, panel) in enumerate(zip(("image", "true", "predicted"), panels,
+                                               strict=True)):
+            ax = axes[i, j]
+            ax.imshow(panel[i].squeeze(), cmap="gray" if panel.shape[-1] == 1 else None)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    names = [f"{c}: {name}" for c, name in enumerate(class_names) if c > 0]
+    if names:
+        fig.suptitle("  ".join(names), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -111,12 +111,15 @@ def make_optimizer(
         parts.append(_grouped(opt, groups, params, mask, schedule, steps_per_epoch))
     else:
         parts += _update_rule(opt, mask, schedule)
-    if sched.name == "plateau":
-        # Plateau is judged on the training loss averaged over one epoch of steps.
+    if sched.name == "plateau" and sched.get("plateau_metric", "train_loss") == "train_loss":
+        # Plateau judged on the training loss averaged over one epoch of steps, in the step.
         parts.append(optax.contrib.reduce_on_plateau(
             factor=sched.factor, patience=sched.patience, rtol=sched.rtol,
             cooldown=sched.cooldown, accumulation_size=steps_per_epoch,
         ))
+    elif sched.name == "plateau":
+        # Plateau judged on a validation metric at epoch ends (jaxcnn.train.stopping).
+        parts.append(plateau_scale())
     tx = optax.chain(*parts)
     if wrap is not None:
         tx = wrap(tx, params)
@@ -157,15 +160,45 @@ def _grouped(opt: Any, groups: dict, params: Any, mask: Any, schedule: optax.Sch
             parts.append(optax.set_to_zero() if steps == 0 else freeze_after(steps))
         rules[name] = optax.chain(*parts)
     return optax.multi_transform(rules, labels)
+class PlateauScaleState(NamedTuple):
+    """The learning-rate factor that a validation plateau schedule sets between epochs."""
+
+    scale: jax.Array
+
+
+def plateau_scale() -> optax.GradientTransformation:
+    """Multiply the updates by a factor kept in the optimizer state (so it is checkpointed
+    and resumes exactly); `set_plateau_scale` changes it between epochs, from the host."""
+
+    def init(params: Any) -> PlateauScaleState:
+        del params
+        return PlateauScaleState(jnp.ones((), jnp.float32))
+
+    def update(updates: Any, state: PlateauScaleState, params: Any = None
+               ) -> tuple[Any, PlateauScaleState]:
+        del params
+        return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def set_plateau_scale(opt_state: Any, scale: float, sharding: Any = None) -> Any:
+    """`opt_state` with the factor of its `plateau_scale` state set to `scale` (placed with
+    `sharding`, the replicated layout of the train state)."""
+    value = jnp.asarray(scale, jnp.float32)
+    if sharding is not None:
+        value = jax.device_put(value, sharding)
+    return jax.tree.map(
+        lambda s: PlateauScaleState(value) if isinstance(s, PlateauScaleState) else s,
+        opt_state, is_leaf=lambda s: isinstance(s, PlateauScaleState))
 
 
 def current_lr(schedule: optax.Schedule, opt_state: Any, step: int) -> float:
     """The learning rate in effect at `step`, including a reduce-on-plateau scale."""
     lr = float(schedule(step))
-    for leaf in jax.tree_util.tree_leaves(
-        opt_state, is_leaf=lambda s: isinstance(s, optax.contrib.ReduceLROnPlateauState)
-    ):
-        if isinstance(leaf, optax.contrib.ReduceLROnPlateauState):
+    kinds = (optax.contrib.ReduceLROnPlateauState, PlateauScaleState)
+    for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, kinds)):
+        if isinstance(leaf, kinds):
             lr *= float(jnp.asarray(leaf.scale))
     return lr
 

@@ -129,14 +129,21 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
             "channel(s)."
         )
     kwargs = dict(config.model.kwargs)
-    if task.uses_num_classes and "num_classes" not in kwargs:
-        kwargs["num_classes"] = splits.num_classes + int(task.background_class)
+    outputs = task.num_outputs(splits)
+    if outputs is not None and "num_classes" not in kwargs:
+        kwargs["num_classes"] = outputs
     if "in_channels" in model_options(config.model.name) and "in_channels" not in kwargs:
         kwargs["in_channels"] = channels  # the data decides: digits 1, CIFAR 3
     if config.bf16:
         kwargs["dtype"] = jnp.bfloat16  # compute only: param_dtype stays float32
     model = create_model(config.model.name, **kwargs)
     augment = Augment.from_config(config.data)
+    if (config.data.tta or augment.ten_crop) and not task.reports_confusion:
+        raise ConfigError(
+            f"data.tta / data.ten_crop average class scores over views of each image; the "
+            f"{task.name!r} task's outputs are not class scores (a mirrored view's mask would "
+            "need mirroring back). Set data.tta=0 and data.ten_crop=False for it."
+        )
     example = _example(splits, augment)
     rngs = {"params": jax.random.PRNGKey(config.seed),
             "dropout": jax.random.PRNGKey(config.seed + 1)}
@@ -190,9 +197,11 @@ def preflip(source: Source, seed: int) -> Source:
 
 
 def _example(splits: Splits, augment: Augment) -> dict:
-    """Two augmented (eval-mode) training examples: shapes for init and eval_shape."""
+    """Two augmented (eval-mode) training examples at the size the model trains on (a
+    ten-crop evaluation keeps whole images, its crops have the training size): shapes for
+    init and eval_shape."""
     batch = {k: jnp.asarray(v) for k, v in splits.train.take(np.arange(2)).items()}
-    return augment(None, batch, train=False)
+    return dataclasses.replace(augment, ten_crop=False)(None, batch, train=False)
 
 
 def sum_keys(run: Run) -> tuple[str, ...]:
@@ -204,6 +213,20 @@ def sum_keys(run: Run) -> tuple[str, ...]:
         return run.task.loss(out, batch)[1]
 
     return tuple(sorted(jax.eval_shape(sums, run.variables, _example(run.splits, run.augment))))
+
+
+def eval_metric_names(run: Run) -> list[str] | None:
+    """The names of the summarized validation metrics of the run's task (traced, not run);
+    None for a task that reduces its eval outputs otherwise than by sums (detection mAP)."""
+    if type(run.task).reduce is not Task.reduce:
+        return None
+
+    def sums(variables: dict, batch: dict) -> dict:
+        out = run.model.apply(variables, *run.task.model_inputs(batch), train=False)
+        return run.task.eval_metrics(out, batch)
+
+    keys = jax.eval_shape(sums, run.variables, _example(run.splits, run.augment))
+    return sorted(run.task.summarize({k: 1.0 for k in keys}))
 
 
 def initial_state(run: Run, tx: optax.GradientTransformation, mesh: Any = None) -> TrainState:

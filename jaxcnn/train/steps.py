@@ -86,16 +86,19 @@ def make_train_step(
     return train_step
 
 
-def _eval_outputs(model: nn.Module, task: Task, state: TrainState, batch: dict, tta: int
-                  ) -> Any:
+def _eval_outputs(model: nn.Module, task: Task, augment: Augment, state: TrainState,
+                  batch: dict, tta: int) -> Any:
     """Eval-mode model outputs, averaged over the `tta` views of batch["image"]
-    (`jaxcnn.data.augment.tta_logits`: airbench's mirror and translate averaging)."""
+    (`jaxcnn.data.augment.tta_logits`: airbench's mirror and translate averaging), or over
+    AlexNet's ten patches (`augment.ten_crop`, `Augment.ten_crop_scores`)."""
 
     def forward(images: jax.Array) -> Any:
         out = model.apply(state.variables, *task.model_inputs({**batch, "image": images}),
                           train=False)
         return getattr(out, "logits", out)
 
+    if augment.ten_crop:
+        return augment.ten_crop_scores(forward, batch["image"])
     if not tta:
         return model.apply(state.variables, *task.model_inputs(batch), train=False)
     return tta_logits(forward, batch["image"], tta)
@@ -108,7 +111,7 @@ def make_eval_step(model: nn.Module, task: Task, augment: Augment, tta: int = 0
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         batch = augment(None, batch, train=False)
-        return task.eval_metrics(_eval_outputs(model, task, state, batch, tta), batch)
+        return task.eval_metrics(_eval_outputs(model, task, augment, state, batch, tta), batch)
 
     return eval_step
 
@@ -119,7 +122,7 @@ def make_predict_step(model: nn.Module, task: Task, augment: Augment, tta: int =
 
     def predict_step(state: TrainState, batch: dict) -> jax.Array:
         batch = augment(None, batch, train=False)
-        out = _eval_outputs(model, task, state, batch, tta)
+        out = _eval_outputs(model, task, augment, state, batch, tta)
         return getattr(out, "logits", out)
 
     return predict_step

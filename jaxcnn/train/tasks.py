@@ -12,8 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jaxcnn import losses
 from jaxcnn.errors import ConfigError
 from jaxcnn.models.layers import AuxOutputs
 
@@ -55,6 +57,8 @@ class Task:
     reports_confusion: bool = False
     # The model's classes are the dataset's plus a background class at index 0 (detectors).
     background_class: bool = False
+    # The model's outputs are per-pixel class scores: --eval_only overlays predicted masks.
+    reports_overlay: bool = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -63,6 +67,14 @@ class Task:
     def model_inputs(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
         """Positional arguments of `model.apply` (after the variables)."""
         return (batch["image"],)
+
+    def num_outputs(self, splits: Any) -> int | None:
+        """The head size the data asks for (`num_classes` of the model), or None to keep the
+        model's own: the number of classes (plus the background class) when
+        `uses_num_classes`."""
+        if not self.uses_num_classes:
+            return None
+        return splits.num_classes + int(self.background_class)
 
     def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
         """(scalar mean loss to differentiate, metric sums) for a training batch."""
@@ -146,6 +158,72 @@ class Classification(Task):
         }
 
 
+@register_task("regression")
+class Regression(Task):
+    """Regression of `batch["target"]` (float [N, D], or [N]) from the image: the model's D
+    outputs (its head sized by the target, `num_classes=D`) against the targets with a loss
+    of `jaxcnn.losses` chosen by `task_kwargs.loss` ("mse" default, "l1"/"mae", "huber" with
+    `delta`, "smooth_l1" with `beta`). Reports the loss and, per target value, the mean
+    absolute error (picks the best checkpoint), mse and rmse."""
+
+    best_metric = "mae"
+    best_mode = "min"
+    batch_keys = ("target",)
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        unknown = set(self.kwargs) - {"loss", "delta", "beta"}
+        if unknown:
+            raise ConfigError(f"unknown regression task_kwargs {sorted(unknown)}; valid: loss, "
+                              "delta (huber), beta (smooth_l1).")
+        self.loss_name = self.kwargs.get("loss", "mse")
+        if self.loss_name not in losses.REGRESSION_LOSSES:
+            raise ConfigError(f"regression loss must be one of {losses.REGRESSION_LOSSES}; got "
+                              f"{self.loss_name!r}.")
+        extra = {"huber": "delta", "smooth_l1": "beta"}.get(self.loss_name)
+        self.loss_kwargs = {extra: float(self.kwargs[extra])} if extra in self.kwargs else {}
+
+    def num_outputs(self, splits: Any) -> int:
+        """One output per target value."""
+        return int(np.prod(splits.train.arrays["target"].shape[1:], dtype=int))
+
+    def _per_example(self, outputs: Any, batch: dict[str, jax.Array]
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        pred = outputs.astype(jnp.float32).reshape(outputs.shape[0], -1)
+        target = batch["target"].astype(jnp.float32).reshape(pred.shape[0], -1)
+        if pred.shape != target.shape:
+            raise ConfigError(
+                f"regression outputs {tuple(outputs.shape)} do not match the targets "
+                f"{tuple(batch['target'].shape)}; build the model with num_classes="
+                f"{target.shape[1]} (setup does so from the data)."
+            )
+        loss = losses.get_loss(self.loss_name)(pred, target, reduction="none", **self.loss_kwargs)
+        return (jnp.mean(loss, axis=1), jnp.mean(jnp.abs(pred - target), axis=1),
+                jnp.mean(jnp.square(pred - target), axis=1))
+
+    def _sums(self, outputs: Any, batch: dict[str, jax.Array], weight: jax.Array | None
+              ) -> tuple[jax.Array, Metrics]:
+        loss, mae, mse = self._per_example(outputs, batch)
+        return jnp.mean(loss), {
+            "loss": _weighted(loss, weight),
+            "mae": _weighted(mae, weight),
+            "mse": _weighted(mse, weight),
+            "count": _weighted(jnp.ones_like(loss), weight),
+        }
+
+    def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
+        return self._sums(outputs, batch, None)
+
+    def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
+        return self._sums(outputs, batch, batch.get("weight"))[1]
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        """Means per example and target value, and rmse = sqrt(mse)."""
+        out = super().summarize(sums)
+        out["rmse"] = float(np.sqrt(max(out["mse"], 0.0)))
+        return out
+
+
 @register_task("reconstruction")
 class Reconstruction(Task):
     """Autoencoders: the target is the input image on the [0, 1] scale (the normalization
@@ -162,8 +240,10 @@ class Reconstruction(Task):
         self.std = tuple(config.data.std)
 
     def _per_example(self, outputs: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = jnp.asarray(self.mean, jnp.float32)
-        std = jnp.asarray(self.std, jnp.float32)
+        # Per-channel statistics broadcast over [N, H, W, C] (explicit rank: no promotion).
+        shape = (1,) * (image.ndim - 1) + (-1,)
+        mean = jnp.asarray(self.mean, jnp.float32).reshape(shape)
+        std = jnp.asarray(self.std, jnp.float32).reshape(shape)
         target = (image * std + mean) / 255.0
         out = outputs.astype(jnp.float32)
         if out.shape != target.shape:
@@ -200,11 +280,22 @@ class Reconstruction(Task):
 @register_task("segmentation")
 class Segmentation(Task):
     """Per-pixel classification (U-Net): `batch["mask"]` int [N, H, W]; logits [N, H, W, K].
-    K = 1: binary cross-entropy on the logit; K > 1: softmax cross-entropy. Reports pixel
-    accuracy and mean IoU over the classes present (foreground IoU when binary)."""
+    K = 1: binary cross-entropy on the logit (classes 0 and 1); K > 1: softmax cross-entropy.
 
+    Metrics over the whole split, from per-class pixel counts summed over batches (so a
+    dataset's IoU is sum(intersection) / sum(union), not a mean of per-image ratios), as
+    torchmetrics' `JaccardIndex` / `Dice` with macro averaging:
+    - `accuracy`: correct pixels / pixels;
+    - `iou_<c>` = |pred = c and true = c| / |pred = c or true = c| for every class c that
+      occurs in the predictions or the masks, and `iou` their mean (background included);
+    - `dice` = the mean over the same classes of 2 |pred = c and true = c| / (|pred = c| +
+      |true = c|).
+    Predicting class 1 where the mask says class 2 scores 0 for both classes."""
+
+    best_metric = "iou"
     batch_keys = ("mask",)
     uses_num_classes = True
+    reports_overlay = True
 
     def _per_pixel(self, logits: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         logits = logits.astype(jnp.float32)
@@ -225,20 +316,57 @@ class Segmentation(Task):
         mask = batch["mask"]
         loss, pred = self._per_pixel(logits, mask)
         per_image_loss = jnp.mean(loss, axis=(1, 2))
-        per_image_acc = jnp.mean((pred == mask).astype(jnp.float32), axis=(1, 2))
-        fg_pred, fg_true = pred > 0, mask > 0
-        inter = jnp.sum(fg_pred & fg_true, axis=(1, 2)).astype(jnp.float32)
-        union = jnp.sum(fg_pred | fg_true, axis=(1, 2)).astype(jnp.float32)
-        iou = jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
-        return jnp.mean(per_image_loss), {
+        sums = {
             "loss": _weighted(per_image_loss, weight),
-            "accuracy": _weighted(per_image_acc, weight),
-            "iou": _weighted(iou, weight),
-            "count": _weighted(jnp.ones_like(iou), weight),
+            "count": _weighted(jnp.ones_like(per_image_loss), weight),
+            **segmentation_counts(pred, mask, max(2, logits.shape[-1]), weight),
         }
+        return jnp.mean(per_image_loss), sums
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        """Mean loss per image; pixel accuracy, per-class and mean IoU, mean Dice."""
+        count = max(float(sums.get("count", 0.0)), 1e-12)
+        return {"loss": float(sums["loss"]) / count, **segmentation_scores(sums)}
 
     def loss(self, outputs: Any, batch: dict[str, jax.Array]) -> tuple[jax.Array, Metrics]:
         return self._sums(outputs, batch, None)
 
     def eval_metrics(self, outputs: Any, batch: dict[str, jax.Array]) -> Metrics:
         return self._sums(outputs, batch, batch.get("weight"))[1]
+
+
+def segmentation_counts(pred: jax.Array, true: jax.Array, num_classes: int,
+                        weight: jax.Array | None = None) -> Metrics:
+    """Pixel counts of int maps pred, true [N, H, W], summed over the batch (each image
+    weighted by `weight`): "correct", "pixels", and for each class c "inter_c" (pred = true
+    = c), "pred_c" (pred = c) and "true_c" (true = c)."""
+    n = pred.shape[0]
+    per_image = {
+        "correct": jnp.sum(pred == true, axis=(1, 2)),
+        "pixels": jnp.full((n,), pred.shape[1] * pred.shape[2]),
+    }
+    for c in range(num_classes):
+        p, t = pred == c, true == c
+        per_image[f"inter_{c}"] = jnp.sum(p & t, axis=(1, 2))
+        per_image[f"pred_{c}"] = jnp.sum(p, axis=(1, 2))
+        per_image[f"true_{c}"] = jnp.sum(t, axis=(1, 2))
+    return {k: _weighted(v.astype(jnp.float32), weight) for k, v in per_image.items()}
+
+
+def segmentation_scores(counts: dict[str, float]) -> dict[str, float]:
+    """accuracy, iou (mean over the classes that occur), iou_<c> per class, dice (mean) from
+    `segmentation_counts` summed over a split."""
+    classes = sorted(int(k.split("_")[1]) for k in counts if k.startswith("inter_"))
+    out = {"accuracy": float(counts["correct"]) / max(float(counts["pixels"]), 1.0)}
+    ious, dices = [], []
+    for c in classes:
+        inter, p, t = (float(counts[f"{k}_{c}"]) for k in ("inter", "pred", "true"))
+        union = p + t - inter
+        if union <= 0:  # the class occurs nowhere: no score, as torchmetrics' absent classes
+            continue
+        out[f"iou_{c}"] = inter / union
+        ious.append(inter / union)
+        dices.append(2.0 * inter / (p + t))
+    out["iou"] = sum(ious) / len(ious) if ious else float("nan")
+    out["dice"] = sum(dices) / len(dices) if dices else float("nan")
+    return out
