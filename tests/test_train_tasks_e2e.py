@@ -82,11 +82,11 @@ def test_conv_autoencoder_reconstruction_end_to_end(tmp_path):
     config.checkpoint.every_steps = 0
     result = fit(config, tmp_path)
     records = [r for r in _records(tmp_path) if "valid_psnr" in r]
-    # it learns to reconstruct: PSNR (dB) up, the MSE loss down, on held-out digits too
-    assert records[-1]["valid_psnr"] > records[0]["valid_psnr"] + 1.0
-    assert records[-1]["train_loss"] < records[0]["train_loss"]
-    evaluated = evaluate_checkpoint(config, tmp_path)
-    assert evaluated["test_psnr"] == pytest.approx(result["best_valid_psnr"])
+    # it learns to reconstruct: the MSE loss down, PSNR (dB) up on held-out digits too
+    assert records[-1]["train_loss"] < records[0]["train_loss"] / 2
+    assert result["best_valid_psnr"] > records[0]["valid_psnr"] + 1.0
+    evaluated = evaluate_checkpoint(config, tmp_path)  # the best checkpoint, as fit's test
+    assert evaluated["test_psnr"] == pytest.approx(result["test_psnr"])
 
 
 @pytest.mark.slow
