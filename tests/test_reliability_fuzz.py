@@ -269,6 +269,10 @@ def test_fuzz_pairwise_and_topk(data, n, m, dim, metric, devices, block):
 POSITIVE = {"width", "in_channels", "embedding_dim", "n_filters", "num_filters", "hidden",
             "pool_size", "groups", "width_per_group"}
 BOOLS = {"skip", "batch_norm", "aux_logits", "transform_input"}
+# The course's activations and initializers by name (issue 14), none of OPTION_VALUES' strings.
+ACTIVATIONS = {"relu", "leaky_relu", "prelu", "elu", "silu", "swish", "gelu", "tanh", "sigmoid"}
+INITIALIZERS = {"zeros", "constant", "normal", "uniform", "xavier_uniform", "xavier_normal",
+                "kaiming_uniform", "kaiming_normal"}
 
 
 def _invalid_option(option: str, value, fixed: set[str], options: set[str]) -> str:
@@ -295,6 +299,10 @@ def _invalid_option(option: str, value, fixed: set[str], options: set[str]) -> s
         return f"{option} must be a bool"
     if option == "stem" and not isinstance(value, str):
         return "stem must be a string"
+    if option == "activation" and value not in ACTIVATIONS:
+        return "activation must be a known activation name"
+    if option.endswith("_init") and value is not None and value not in INITIALIZERS:
+        return f"{option} must be None or a known initializer name"
     return ""
 
 
@@ -341,7 +349,8 @@ CONFIG_RANGES = {
     "log_every": (1, None), "data.crop_padding": (0, None), "seed": (0, 2**31 - 2),
     "data.image_size": (0, None), "optimizer.lr": (0, None), "optimizer.weight_decay": (0, None),
     "optimizer.clip_norm": (0, None), "data.max_examples": (0, None), "lr_find.steps": (2, None),
-    "data.cutout": (0, None), "num_epochs": (1, None), "checkpoint.keep": (1, None),
+    "data.cutout": (0, None), "checkpoint.keep": (1, None),
+    "num_epochs": (5e-324, None),  # any positive fraction: ceil(num_epochs * steps) steps
     "data.channels": (1, 3),
 }
 
