@@ -209,6 +209,7 @@ def sum_keys(run: Run) -> tuple[str, ...]:
 
     def sums(variables: dict, batch: dict) -> dict:
         out, _ = run.model.apply(variables, *run.task.model_inputs(batch), train=True,
+                                 method=run.task.model_method,
                                  rngs={"dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
         return run.task.loss(out, batch)[1]
 
@@ -222,7 +223,8 @@ def eval_metric_names(run: Run) -> list[str] | None:
         return None
 
     def sums(variables: dict, batch: dict) -> dict:
-        out = run.model.apply(variables, *run.task.model_inputs(batch), train=False)
+        out = run.model.apply(variables, *run.task.model_inputs(batch), train=False,
+                              method=run.task.model_method)
         return run.task.eval_metrics(out, batch)
 
     keys = jax.eval_shape(sums, run.variables, _example(run.splits, run.augment))

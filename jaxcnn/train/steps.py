@@ -44,6 +44,7 @@ def make_train_step(
             variables = dict(state.variables, params=params)
             outputs, updates = model.apply(
                 variables, *task.model_inputs(batch), train=not eval_forward,
+                method=task.model_method,
                 rngs={"dropout": r_drop},
                 mutable=["batch_stats"],
             )
@@ -100,7 +101,8 @@ def _eval_outputs(model: nn.Module, task: Task, augment: Augment, state: TrainSt
     if augment.ten_crop:
         return augment.ten_crop_scores(forward, batch["image"])
     if not tta:
-        return model.apply(state.variables, *task.model_inputs(batch), train=False)
+        return model.apply(state.variables, *task.model_inputs(batch), train=False,
+                           method=task.model_method)
     return tta_logits(forward, batch["image"], tta)
 
 

@@ -59,6 +59,9 @@ class Task:
     background_class: bool = False
     # The model's outputs are per-pixel class scores: --eval_only overlays predicted masks.
     reports_overlay: bool = False
+    # The model method the steps call (None: __call__), e.g. a siamese network's
+    # "pairwise_similarity" for a loss on every pair of the batch.
+    model_method: str | None = None
 
     def __init__(self, config: Any):
         self.config = config
