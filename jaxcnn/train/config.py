@@ -146,6 +146,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.init = ml_collections.ConfigDict()
     c.init.path = ""  # "" = random init; "torchvision:NAME", a workdir or a .msgpack file
     c.init.reinit_head = False  # keep everything but a head of another shape
+    # Top-level modules (regexes, full match) to re-initialize even where the loaded shapes
+    # fit: a new multi-layer head, e.g. ("classifier_[36]",) for VGG's last two FCs.
+    c.init.reinit_layers = ()
     c.init.extra = ml_collections.ConfigDict()
     c.init.data_examples = 0  # > 0: a family's `init_from_data` (airbench's whitening) sees
     #                            this many normalized training images before training

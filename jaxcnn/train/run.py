@@ -35,7 +35,12 @@ from jaxcnn.train.config import check_image_size, validate_config
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import jit_eval_step
 from jaxcnn.train.tasks import Task, get_task
-from jaxcnn.train.warmstart import TORCHVISION, load_init_variables, merge_variables
+from jaxcnn.train.warmstart import (
+    TORCHVISION,
+    load_init_variables,
+    merge_variables,
+    reinit_layers,
+)
 
 
 @dataclasses.dataclass
@@ -157,11 +162,19 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     loaded = init_variables
     if loaded is None and config.init.path:
         loaded = load_init_variables(config.init.path, config)
+    if config.init.reinit_layers and loaded is None:
+        raise ConfigError(
+            f"init.reinit_layers={tuple(config.init.reinit_layers)} re-initializes layers of "
+            "loaded weights, but there are none: set init.path (e.g. torchvision:vgg11_bn)."
+        )
     if loaded is not None:
         # ImageNet weights for another number of classes: keep the backbone, fresh head.
         reinit = config.init.reinit_head or config.init.path.startswith(TORCHVISION)
         merged = merge_variables(variables, loaded, reinit_head=reinit,
                                  where=config.init.path or "passed to fit()")
+        if config.init.reinit_layers:  # a new head of several layers
+            merged = reinit_layers(jax.device_get(variables), merged,
+                                   tuple(config.init.reinit_layers))
         variables = jax.device_put(merged, replicated(mesh))
     if config.init.data_examples:
         variables = init_from_data(model, augment, splits.train, variables,

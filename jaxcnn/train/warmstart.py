@@ -6,10 +6,13 @@ checkpoint, through `jaxcnn.rundir`) or a flax msgpack file of {"params", "batch
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxcnn.errors import CheckpointError
+from jaxcnn.errors import CheckpointError, ConfigError
 from jaxcnn.loading import merge_variables
 from jaxcnn.rundir import RunDir, is_run_dir
 
@@ -39,4 +42,22 @@ def load_init_variables(path: str, config: Any) -> dict:
     )
 
 
-__all__ = ["TORCHVISION", "load_init_variables", "merge_variables"]
+def reinit_layers(fresh: dict, merged: dict, patterns: Sequence[str]) -> dict:
+    """`merged` with the top-level modules that fully match one of `patterns` taken back
+    from `fresh` (their new initialization) in every collection: replacing more than the
+    last layer of a pretrained head (e.g. VGG's `classifier_3` and `classifier_6`).
+    ConfigError names a pattern that matches no module, with the modules there are."""
+    modules = sorted(fresh.get("params", {}))
+    chosen = {m for m in modules for p in patterns if re.fullmatch(p, m)}
+    for p in patterns:
+        if not any(re.fullmatch(p, m) for m in modules):
+            raise ConfigError(f"init.reinit_layers: {p!r} matches no top-level module; the "
+                              f"model has {modules}.")
+    out = {c: {k: (fresh[c][k] if k in chosen else v) for k, v in tree.items()}
+           for c, tree in merged.items()}
+    print(f"init: re-initialized {sorted(chosen)} (init.reinit_layers)", file=sys.stderr,
+          flush=True)
+    return out
+
+
+__all__ = ["TORCHVISION", "load_init_variables", "merge_variables", "reinit_layers"]
