@@ -12,7 +12,8 @@ import sys
 from jaxcnn.errors import JaxcnnError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "jaxcnn.train.cli", "jaxcnn.similarity.cli", "jaxcnn.pretrained.cli", "jaxcnn.data.cli")
+    "jaxcnn.train.cli", "jaxcnn.similarity.cli", "jaxcnn.pretrained.cli", "jaxcnn.data.cli",
+    "jaxcnn.detection.cli")
 
 DESCRIPTION = """\
 Classic convolutional networks in JAX/Flax: train them from a config, use torchvision's

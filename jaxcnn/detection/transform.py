@@ -44,7 +44,7 @@ def check_image(image, index: int = 0) -> np.ndarray:
         raise InputError(
             f"{where} has integer dtype {dtype}: detectors take float images in [0, 1] (as "
             "torchvision's). Scale 8-bit pixels with image.astype('float32') / 255 "
-            "(jaxcnn.detection.read_image does this for files)."
+            "(for a file: jaxcnn.data.images.read_image(path)[0] / 255)."
         )
     if shape[-1] != 3:
         hint = " It looks like CHW: transpose with image.transpose(1, 2, 0)." if shape[0] == 3 \

@@ -222,6 +222,14 @@ class FasterRCNN(nn.Module):
     zero_options: ClassVar[tuple[str, ...]] = ("trainable_backbone_layers",)
     head_name: ClassVar[str] = "box_predictor/cls_score"  # sized by num_classes
 
+    def __post_init__(self) -> None:
+        # Options read back from JSON (run.json) are lists: keep the module hashable.
+        for name in ("image_mean", "image_std", "fixed_size", "anchor_sizes", "aspect_ratios"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, _tuples(value))
+        super().__post_init__()
+
     @property
     def transform(self) -> RCNNTransform:
         """The host-side resize / normalize / pad of this model (GeneralizedRCNNTransform)."""
@@ -404,6 +412,10 @@ class FasterRCNN(nn.Module):
             "loss_objectness": loss_objectness,
             "loss_rpn_box_reg": loss_rpn_box,
         }
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
 
 
 def _fasterrcnn(stage_sizes: tuple[int, ...], block_cls: ModuleDef, **kwargs) -> FasterRCNN:
