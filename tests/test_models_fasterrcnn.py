@@ -278,3 +278,11 @@ def test_coco_weights_are_registered_and_convert_through_the_cli(tmp_path, monke
 
 def _no_network(*args, **kwargs):
     raise OSError("network is unreachable")
+
+
+def test_variables_of_another_model_are_a_checkpoint_error():
+    g, model, images = _case("r18", "wide")
+    wrong = jaxcnn.create_model("fasterrcnn_resnet18_fpn", num_classes=7, min_size=224,
+                                max_size=320)  # fmt: skip
+    with pytest.raises(CheckpointError, match="do not fit"):
+        detect(wrong, converted("r18"), images)

@@ -54,7 +54,11 @@ def draw(image: np.ndarray, detections: dict, names: list[str], path: Path) -> N
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict, list[str]]:
+    from absl import logging
+
     from jaxcnn.loading import load_weights
+
+    logging.set_verbosity(logging.ERROR)  # orbax: read-only checkpoint directories are fine
 
     loaded = load_weights(args.model, args.weights)
     model = loaded.model()

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from jaxcnn.detection.transform import resize_boxes
-from jaxcnn.errors import InputError
+from jaxcnn.errors import CheckpointError, InputError
 
 
 @functools.lru_cache(maxsize=8)
@@ -34,8 +34,17 @@ def run_detector(model: Any, variables: Any, images: np.ndarray, image_sizes: np
     """The compiled network on a prepared batch [N, H, W, 3] (normalized, padded) whose images
     fill `image_sizes` [N, 2]: (padded detections {"boxes", "scores", "labels", "valid"} in
     the resized images' pixels, intermediates {"fpn": {level: map}, "proposals": {...}})."""
+    from flax.errors import FlaxError
+
     variables = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
-    dets, inter = _compiled(model)(variables, images, image_sizes)
+    try:
+        dets, inter = _compiled(model)(variables, images, image_sizes)
+    except FlaxError as err:  # a missing leaf or another shape: weights of another model
+        raise CheckpointError(
+            f"the variables do not fit this {type(model).__name__} ({err}). Build the model "
+            "with the options the weights were made with (num_classes, norm, ...), e.g. "
+            "jaxcnn.loading.load_weights(name, weights).model()."
+        ) from None
     return jax.tree.map(np.asarray, dets), inter
 
 
