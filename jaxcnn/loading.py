@@ -157,8 +157,10 @@ def load_weights(model_name: str | None, weights: str | os.PathLike) -> LoadedWe
         path.is_dir() and (path / "meta.json").is_file())
     if n == 1000 and (not path.exists() or torchvision_file):
         names = pretrained.imagenet_categories()
-    elif not path.exists() and len(entry.meta["categories"]) == n:  # COCO detectors: 91
-        names = tuple(entry.meta["categories"])
+    elif not path.exists() or torchvision_file:  # a detector's COCO categories (91)
+        categories = tuple(pretrained.get_weights(model_name, "DEFAULT").meta["categories"]) \
+            if model_name in {w.model for w in pretrained.WEIGHTS} else ()
+        names = categories if len(categories) == n else ()
     return LoadedWeights(model_name, variables, kwargs, transform, names, tag,
                          weights_id(weights))
 
