@@ -104,7 +104,7 @@ def _tree(root: Path, n: int = 16) -> None:
     for i in range(n):
         x, y = rng.integers(0, 24, 2)
         write_image(root, FLAT, f"im{i}", (64, 56),
-                    [("raccoon", x, y, x + 32, y + 28, 0)], "train" if i < 12 else "test")
+                    [("raccoon", x, y, x + 32, y + 28, 0)], "train" if i < n - 4 else "test")
 
 
 SMALL = {
@@ -158,12 +158,13 @@ def test_train_py_detection_resumes_exactly_and_detect_uses_the_workdir(tmp_path
 
 @pytest.mark.slow
 def test_train_py_detection_nan_guard_stops_with_a_named_step(tmp_path):
-    _tree(tmp_path, 8)
+    _tree(tmp_path, 12)
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--config",
          str(ROOT / "configs/raccoon_fasterrcnn.py"), "--workdir", str(tmp_path / "nan"),
-         *[f"--config.{k}={v}" for k, v in {"data.path": tmp_path, **SMALL, "num_epochs": 1,
-                                             "optimizer.lr": 1e38}.items()],
+         *[f"--config.{k}={v}" for k, v in {"data.path": tmp_path, **SMALL,
+                                             "optimizer.lr": 1e38, "num_epochs": 2,
+                                             "schedule.name": "constant"}.items()],
          "--config.model.kwargs.fixed_size=(64, 64)"],
         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert out.returncode != 0
