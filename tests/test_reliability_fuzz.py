@@ -326,9 +326,9 @@ def test_fuzz_create_model_options(name, pick, value, data):
     option = choices[pick % len(choices)]
     assume(option not in {"dtype", "param_dtype"})
     why = _invalid_option(option, value, fixed, options)
-    attempt("create_model", lambda: create_model(name, **{option: value}), must_raise=why)
-    if not why and name in ("lenet5", "small_cnn"):
-        net = create_model(name, **{option: value})
+    net, err = attempt("create_model", lambda: create_model(name, **{option: value}),
+                       must_raise=why)
+    if err is None and name in ("lenet5", "small_cnn"):
         size = 32
         channels = getattr(net, "in_channels", 3)
         x = jax.ShapeDtypeStruct((2, size, size, channels), np.float32)
@@ -588,3 +588,88 @@ def test_fuzz_damaged_index(target, damage, where, bit):
         attempt("index", lambda: load_index(copy),
                 lambda idx: "" if sorted(idx.paths) == sorted(good["paths"]) else
                 f"rebuild after {damage} of {target} lost images: {idx.paths}")
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CKPT = None
+
+
+def _checkpoint_fixture() -> tuple[Path, dict]:
+    """A workdir with checkpoints 6 and 9 of a small random TrainState, made once."""
+    import optax
+
+    from jaxcnn.rundir import host_tree
+    from jaxcnn.train import Checkpointer, create_state
+    from jaxcnn.train.state import state_to_tree
+
+    global CKPT
+    if CKPT is None:
+        workdir = Path(tempfile.mkdtemp(prefix="jaxcnn-fuzz-ckpt-"))
+        ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+        trees = {}
+        for step in (6, 9):
+            rng = np.random.default_rng(step)
+            params = {"conv": {"kernel": rng.standard_normal((3, 3, 2, 8), np.float32)},
+                      "fc": {"kernel": rng.standard_normal((8, 4), np.float32),
+                             "bias": rng.standard_normal(4).astype(np.float32)}}
+            state = create_state({"params": params}, optax.adam(1e-3), step, ("loss",))
+            ckpt.save(step, state, {"step": step})
+            trees[step] = host_tree(state_to_tree(state))
+        ckpt.close()
+        CKPT = (workdir, trees)
+    return CKPT
+
+
+@given(target=st.integers(0, 10_000), damage=st.sampled_from(
+           ["truncate", "flip", "zero", "delete", "empty", "append", "garble"]),
+       where=st.floats(0.0, 1.0), bit=st.integers(0, 7))
+@budget(8)
+def test_fuzz_damaged_checkpoint(target, damage, where, bit):
+    import warnings
+
+    from jaxcnn.errors import CheckpointError
+    from jaxcnn.rundir import RunDir
+
+    workdir, trees = _checkpoint_fixture()
+    with tempfile.TemporaryDirectory() as d:
+        copy = Path(d) / "w"
+        shutil.copytree(workdir, copy)
+        files = sorted(p for p in (copy / "checkpoints" / "9").rglob("*") if p.is_file())
+        file = files[target % len(files)]
+        data = bytearray(file.read_bytes())
+        pos = min(int(where * len(data)), max(len(data) - 1, 0))
+        if damage == "truncate":
+            file.write_bytes(data[:pos])
+        elif damage in ("flip", "garble") and data:
+            data[pos] ^= (1 << bit) if damage == "flip" else 0xFF
+            file.write_bytes(bytes(data))
+        elif damage == "zero":
+            file.write_bytes(bytes(len(data)))
+        elif damage == "delete":
+            file.unlink()
+        elif damage == "empty":
+            file.write_bytes(b"")
+        else:
+            file.write_bytes(bytes(data) + b"trailing garbage")
+        what = f"{damage} of {file.relative_to(copy)} at {pos}"
+
+        def check(result):
+            step, tree, _ = result
+            if step not in trees:
+                return f"{what}: restored unknown step {step}"
+            got = jax.tree.map(np.asarray, tree)
+            same = jax.tree.map(np.array_equal, got, trees[step])
+            if not all(jax.tree.leaves(same)):
+                return f"{what}: step {step} restored with other values"
+            if step != 9 and not any("checkpoints/9 is damaged" in str(w.message) for w in seen):
+                return f"{what}: fell back to {step} without naming checkpoints/9"
+            TALLY["checkpoint"]["fell back, naming the damage" if step != 9 else
+                                "restored as saved (damage outside the data)"] += 1
+            return ""
+
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            _, err = attempt("checkpoint", lambda: RunDir(copy).restore(), check)
+        if err is not None:
+            assert isinstance(err, CheckpointError), err
