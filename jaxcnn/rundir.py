@@ -38,6 +38,7 @@ RUN_FILE = "run.json"
 CHECKPOINT_DIR = "checkpoints"
 ITEM_NAMES = ("state", "meta")
 DIGESTS = "digests"  # meta key: {"params/conv1/kernel": sha256 hex, ...}
+META_DIGEST = "meta_sha256"  # meta key: sha256 of the rest of the meta (history, digests)
 _FINITE = ("params/", "batch_stats/")  # restored model variables must be finite
 
 
@@ -72,6 +73,26 @@ def tree_digests(tree: dict[str, Any]) -> dict[str, str]:
     flat = _flat(tree)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         return dict(zip(flat, pool.map(_sha256, flat.values()), strict=True))
+
+
+def sealed_meta(meta: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """`meta` with the digests of the host arrays `tree` and a sha256 of itself, as written
+    into a checkpoint (`verify_meta` and `verify_tree` check them on restore)."""
+    meta = {**meta, DIGESTS: tree_digests(tree)}
+    return {**meta, META_DIGEST: _json_sha256(meta)}
+
+
+def _json_sha256(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != META_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def verify_meta(meta: dict[str, Any], path: Path) -> None:
+    """CheckpointDamage unless a checkpoint's meta matches the sha256 written in it (meta
+    written before it existed has none)."""
+    if META_DIGEST in meta and meta[META_DIGEST] != _json_sha256(meta):
+        raise CheckpointDamage(path, "its meta/metadata does not match the sha256 written with "
+                                     "it (a changed byte that is still valid JSON)")
 
 
 def host_tree(tree: Any) -> Any:
@@ -151,6 +172,7 @@ def restore_step(manager: Any, directory: Path, step: int, state_args: Any = Non
         meta = restored["meta"]
         if not isinstance(meta, dict):
             raise CheckpointDamage(path, f"its meta is a {type(meta).__name__}, not a dict")
+        verify_meta(meta, path)
         tree = dict(restored["state"]) if state_args is not None else None
     except CheckpointDamage:
         raise
@@ -158,7 +180,7 @@ def restore_step(manager: Any, directory: Path, step: int, state_args: Any = Non
         raise CheckpointDamage(path, damage_reason(err, path)) from err
     if tree is not None:
         verify_tree(host_tree(tree), meta, path)
-    return tree, {k: v for k, v in meta.items() if k != DIGESTS}
+    return tree, {k: v for k, v in meta.items() if k not in (DIGESTS, META_DIGEST)}
 
 
 def first_good(candidates: list[int], restore: Callable[[int], Any], directory: Path,

@@ -78,6 +78,9 @@ def _largest_array_file(step_dir: Path) -> Path:
 def _damage(kind: str, step_dir: Path) -> None:
     if kind == "garbled meta":
         (step_dir / "meta" / "metadata").write_text('{"step": 9, "hist')
+    elif kind == "edited meta":  # still valid JSON
+        meta = step_dir / "meta" / "metadata"
+        meta.write_text(meta.read_text().replace('"step": 9', '"step": 8'))
     elif kind == "missing meta":
         (step_dir / "meta" / "metadata").unlink()
     elif kind == "emptied step dir":
@@ -99,6 +102,7 @@ def _damage(kind: str, step_dir: Path) -> None:
 
 DAMAGES = {  # kind -> what the reason says
     "garbled meta": "meta/metadata is not valid JSON",
+    "edited meta": "meta/metadata does not match the sha256 written with it",
     "missing meta": "File meta/metadata not found",
     "emptied step dir": "the step directory is empty",
     "zeroed array file": "Error reading",

@@ -655,9 +655,9 @@ def test_fuzz_damaged_checkpoint(target, damage, where, bit):
         what = f"{damage} of {file.relative_to(copy)} at {pos}"
 
         def check(result):
-            step, tree, _ = result
-            if step not in trees:
-                return f"{what}: restored unknown step {step}"
+            step, tree, meta = result
+            if step not in trees or meta != {"step": step}:
+                return f"{what}: restored step {step} with meta {meta}"
             got = jax.tree.map(np.asarray, tree)
             same = jax.tree.map(np.array_equal, got, trees[step])
             if not all(jax.tree.leaves(same)):

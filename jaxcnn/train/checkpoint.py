@@ -25,7 +25,6 @@ from jaxcnn.data.pipeline import replicated
 from jaxcnn.errors import CheckpointError
 from jaxcnn.rundir import (
     CHECKPOINT_DIR,
-    DIGESTS,
     RUN_FILE,
     CheckpointDamage,
     damage_reason,
@@ -33,7 +32,7 @@ from jaxcnn.rundir import (
     host_tree,
     item_handlers,
     restore_step,
-    tree_digests,
+    sealed_meta,
     unreadable_metrics,
 )
 from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_state
@@ -156,7 +155,7 @@ class Checkpointer:
             return
         tree = state_to_tree(state)
         # The digests of what is saved go into the same (atomic) checkpoint.
-        meta = {**meta, DIGESTS: tree_digests(host_tree(tree))}
+        meta = sealed_meta(meta, host_tree(tree))
         try:
             self.manager.save(
                 step,
