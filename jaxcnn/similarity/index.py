@@ -89,6 +89,9 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
         raise IndexDamage(path, f"it is not readable JSON ({err})") from None
     if not isinstance(meta, dict):
         raise IndexDamage(path, f"it holds a JSON {type(meta).__name__}, not an object")
+    if "sha256" in meta and meta["sha256"] != _meta_digest(meta):
+        # A changed byte can leave valid JSON with another root, dim or format: never trust it.
+        raise IndexDamage(path, "its content does not match the sha256 written with it")
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{index_dir} is not a jaxcnn similarity index (meta.json format "
                           f"{meta.get('format')!r}).")
@@ -105,9 +108,6 @@ def _read_meta(index_dir: Path) -> dict[str, Any] | None:
             isinstance(k, str) and _PART.fullmatch(k) and isinstance(v, int) and v > 0
             for k, v in parts.items()):
         raise IndexDamage(path, f"its list of parts is malformed ({str(parts)[:80]})")
-    if "sha256" in meta and meta["sha256"] != _meta_digest(meta):
-        # A changed byte can leave valid JSON with another root or dim: never trust it.
-        raise IndexDamage(path, "its content does not match the sha256 written with it")
     return meta
 
 
