@@ -169,3 +169,20 @@ def test_train_py_detection_nan_guard_stops_with_a_named_step(tmp_path):
         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert out.returncode != 0
     assert "non-finite loss, gradient or update at step" in out.stderr
+
+
+def test_fine_tune_config_needs_the_coco_weights_and_says_so_offline(tmp_path, monkeypatch):
+    import jaxcnn
+    from configs import raccoon_fasterrcnn_finetune
+    from jaxcnn.train import load_init_variables
+
+    config = raccoon_fasterrcnn_finetune.get_config()
+    assert config.model.name == "fasterrcnn_resnet50_fpn" and config.init.reinit_head
+    monkeypatch.setenv("JAXCNN_CACHE", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(jaxcnn.OfflineError, match="fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"):
+        load_init_variables(config.init.path, config)
