@@ -155,3 +155,53 @@ def _target(config):
     run = setup(config)
     tx, _ = make_optimizer(config, run.variables["params"], run.steps_per_epoch)
     return initial_state(run, tx)
+
+
+STOPPING_FLAGS = (
+    "--config.num_epochs=6", "--config.checkpoint.every_steps=3", "--config.checkpoint.keep=20",
+    "--config.early_stopping.metric=valid_loss", "--config.early_stopping.patience=2",
+    "--config.early_stopping.min_delta=100.0", "--config.schedule.name=plateau",
+    "--config.schedule.plateau_metric=valid_accuracy", "--config.schedule.factor=0.5",
+    "--config.schedule.patience=0", "--config.schedule.rtol=10.0", "--config.progress=False",
+)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_3_then_rerun_ends_as_the_uninterrupted_train_py(tmp_path):
+    """The real thing: train.py preempted by SIGTERM during epoch 3 (after the rate was cut
+    at the end of epoch 2), then rerun with the same command."""
+    import signal
+    import time
+
+    from reliability_helpers import (
+        ROOT,
+        TIMING_KEYS,
+        Train,
+        complete_steps,
+        epoch_records,
+        read_checkpoint,
+        run_train,
+    )
+
+    config = str(ROOT / "configs" / "smoke.py")
+    cache = tmp_path / "xla"
+    full = run_train(tmp_path / "full", *STOPPING_FLAGS, config=config, cache_dir=cache)
+    assert full.proc.returncode == 0, full.stderr[-3000:]
+    assert full.result()["stopped_epoch"] == 3 and full.result()["steps"] == 24
+    part = Train(tmp_path / "part", *STOPPING_FLAGS, config=config, cache_dir=cache)
+    while 18 not in complete_steps(tmp_path / "part"):  # a step checkpoint inside epoch 3
+        assert part.proc.poll() is None, part.stderr[-3000:]
+        time.sleep(0.05)
+    part.signal(signal.SIGTERM)
+    assert part.finish() == 0 and part.result()["preempted"], part.stderr[-3000:]
+    assert part.result()["step"] < 24
+    again = run_train(tmp_path / "part", *STOPPING_FLAGS, config=config, cache_dir=cache)
+    assert again.proc.returncode == 0, again.stderr[-3000:]
+    assert again.result()["stopped_epoch"] == 3 and again.result()["steps"] == 24
+    a, b = read_checkpoint(tmp_path / "full", 24), read_checkpoint(tmp_path / "part", 24)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert epoch_records(tmp_path / "full") == epoch_records(tmp_path / "part")
+    strip = lambda r: {k: v for k, v in r.items() if k not in TIMING_KEYS}
+    assert strip(full.result()) == strip(again.result())
