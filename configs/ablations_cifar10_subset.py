@@ -11,7 +11,7 @@ The variant is `key=value[,key=value]` after the config path, e.g.
   early_stop=<n>       stop after n epochs without a better valid_loss (24 epochs at most)
 The image folder is --config.data.path=DIR (DIR/train/<class>/*.jpg, DIR/test/...)."""
 
-from configs import cifar10_resnet18, default
+from . import cifar10_resnet18, default
 
 KEYS = ("act", "init", "bn", "dropout", "early_stop")
 

@@ -8,7 +8,7 @@ By default on CIFAR-10 through tfds upscaled to 256 (--config.data.source=folder
 --config.data.path=DIR for an image folder). A full run is GPU work: about 1.1 GFLOP per
 227x227 image forward."""
 
-from configs import cifar10_resnet18, default
+from . import cifar10_resnet18, default
 
 
 def get_config():

@@ -3,7 +3,7 @@
 early stopping judged on a 5,000-image validation split held out of the training set (as
 the paper's CIFAR experiments, section 4.2), never on the test set."""
 
-from configs import cifar10_resnet18, default
+from . import cifar10_resnet18, default
 
 
 def get_config():

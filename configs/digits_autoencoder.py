@@ -1,7 +1,7 @@
 """The Keras listing's convolutional autoencoder on the digits at 28x28: reconstruction of the
 input (task "reconstruction": MSE on the [0, 1] pixels, PSNR reported)."""
 
-from configs import default
+from . import default
 
 
 def get_config():

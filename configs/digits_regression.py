@@ -2,7 +2,7 @@
 degrees, target = angle / 45) from the image, with a small CNN and the Huber loss
 (jaxcnn.losses; task_kwargs.loss=mse|l1|huber|smooth_l1)."""
 
-from configs import default
+from . import default
 
 
 def get_config():

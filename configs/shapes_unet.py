@@ -3,7 +3,7 @@
 by per-class and mean IoU, Dice and pixel accuracy; `--eval_only` draws the predicted masks
 over the test images (segmentation.png)."""
 
-from configs import default
+from . import default
 
 
 def get_config():

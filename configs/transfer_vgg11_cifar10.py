@@ -3,7 +3,7 @@ CIFAR-10, its two last fully connected layers (classifier_3, classifier_6) re-in
 (`init.reinit_layers`), the convolutional stages frozen and the classifier trained
 (`transfer.freeze="finetune_last"`: the "fc" group and the head)."""
 
-from configs import cifar10_resnet18, default
+from . import cifar10_resnet18, default
 
 
 def get_config():
