@@ -1,6 +1,6 @@
-"""Short ablations of the training choices the course teaches, on a 5,000-image subset of
-CIFAR-10 (500 of them held out for validation, the full 10,000-image test split for the
-score): small_cnn (width 16, BN) trained 8 epochs, one option changed per run.
+"""Short ablations of the training choices the course teaches, on a 2,500-image subset of
+CIFAR-10 (250 of them held out for validation, the full 10,000-image test split for the
+score): small_cnn (width 16, BN) trained 6 epochs, one option changed per run.
 
 The variant is `key=value[,key=value]` after the config path, e.g.
 `--config configs/ablations_cifar10_subset.py:act=elu`:
@@ -8,7 +8,8 @@ The variant is `key=value[,key=value]` after the config path, e.g.
   init=<initializer>   (jaxcnn.models.initializers: xavier_uniform, he_normal, ...)
   bn=on|off            BatchNorm after every conv (off: the plain network, lr 0.02)
   dropout=<rate>       before each pool and the head
-  early_stop=<n>       stop after n epochs without a better valid_loss (24 epochs at most)
+  early_stop=<n>       stop after n epochs without a better valid_loss (18 epochs at most;
+                       early_stop=0: all 18)
 The image folder is --config.data.path=DIR (DIR/train/<class>/*.jpg, DIR/test/...)."""
 
 from . import cifar10_resnet18, default
@@ -35,13 +36,13 @@ def get_config(variant: str = "base"):
     change = parse(variant)
     config = cifar10_resnet18.cifar10_data(default.get_config())
     config.data.source = "folder"
-    config.data.max_examples = 5000
+    config.data.max_examples = 2500
     config.data.valid_fraction = 0.1
     config.data.batch_size = 64
     config.data.eval_batch_size = 500
     config.model.name = "small_cnn"
     config.model.kwargs.width = 16
-    config.num_epochs = 8
+    config.num_epochs = 6
     config.optimizer.name = "sgd"
     config.optimizer.lr = 0.05
     config.optimizer.momentum = 0.9
@@ -59,7 +60,7 @@ def get_config(variant: str = "base"):
     if "dropout" in change:
         config.model.kwargs.dropout = float(change["dropout"])
     if "early_stop" in change:
-        config.num_epochs = 24
+        config.num_epochs = 18
         config.early_stopping.metric = "valid_loss"
         config.early_stopping.patience = int(change["early_stop"])
     return config

@@ -9,23 +9,24 @@ from train_helpers import tiny_config
 
 import jaxcnn
 from jaxcnn.train import setup
+from jaxcnn.train.warmstart import reinit_layers
 
 
 def test_named_layers_are_reinitialized_the_rest_loaded():
     config = tiny_config("lenet5")
-    fresh = jax.device_get(setup(config).variables)
+    run = setup(config)
+    fresh = jax.device_get(run.variables)
     loaded = jax.tree.map(lambda x: np.asarray(x) + 1.0, fresh)  # "pretrained" weights
     config.init.reinit_layers = ("fc[12]",)  # LeNet-5's two fully connected layers
-    merged = jax.device_get(setup(config, init_variables=loaded).variables)
+    merged = jax.device_get(setup(config, data=run.splits, init_variables=loaded).variables)
     for name in ("conv1", "conv2", "conv3"):
         np.testing.assert_array_equal(merged["params"][name]["kernel"],
                                       loaded["params"][name]["kernel"])
     for name in ("fc1", "fc2"):
         np.testing.assert_array_equal(merged["params"][name]["kernel"],
                                       fresh["params"][name]["kernel"])
-    config.init.reinit_layers = ("classifier_6",)
     with pytest.raises(jaxcnn.ConfigError, match="matches no top-level module.*fc2"):
-        setup(config, init_variables=loaded)
+        reinit_layers(fresh, loaded, ("classifier_6",))
     config.init.reinit_layers = ("fc2",)
     with pytest.raises(jaxcnn.ConfigError, match="init.path"):
         setup(config)

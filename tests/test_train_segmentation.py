@@ -3,6 +3,7 @@ IoU (predicting class 1 on class-2 pixels scores 0, not the 1.0 a foreground-vs-
 IoU gives), mean IoU over the classes present, Dice, pixel accuracy, IoU over a split as
 summed intersections over summed unions, padding rows ignored, binary (one-logit) masks."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _scores(pred, mask, k=3, weight=None):
     batch = {"mask": jnp.asarray(mask, jnp.int32)}
     if weight is not None:
         batch["weight"] = jnp.asarray(weight, jnp.float32)
-    sums = task.eval_metrics(_logits(np.asarray(pred), k), batch)
+    sums = jax.jit(task.eval_metrics)(_logits(np.asarray(pred), k), batch)
     return task.summarize({k: float(v) for k, v in sums.items()})
 
 

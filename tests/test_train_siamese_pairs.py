@@ -2,6 +2,7 @@
 accuracy and recall@1 on a constructed score matrix, padding rows ignored, a clear error for
 a model without the head, and a short real training on the digits (slow)."""
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -21,7 +22,7 @@ def _summary(scores, labels, weight=None):
     batch = {"label": labels}
     if weight is not None:
         batch["weight"] = np.asarray(weight, np.float32)
-    sums = task.eval_metrics(scores, batch)
+    sums = jax.jit(task.eval_metrics)(scores, batch)
     return task.summarize({k: float(v) for k, v in sums.items()})
 
 

@@ -73,7 +73,7 @@ def _stopping_config():
     """Decisions independent of how training goes: min_delta / rtol so large that no epoch
     after the first improves. Early stopping ends epoch 3; the plateau halves the rate after
     epochs 2 and 3."""
-    config = tiny_config()  # 8 steps per epoch, checkpoints every 3 steps
+    config = tiny_config("lenet5")  # 8 steps per epoch, checkpoints every 3 steps
     config.num_epochs = 6
     config.checkpoint.keep = 20
     config.early_stopping.metric = "valid_loss"

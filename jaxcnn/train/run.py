@@ -96,6 +96,11 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     """Validate the config, load the data, build the model and its initial variables.
     Every config and data error is raised here, before anything is compiled."""
     validate_config(config)
+    if config.init.reinit_layers and init_variables is None and not config.init.path:
+        raise ConfigError(
+            f"init.reinit_layers={tuple(config.init.reinit_layers)} re-initializes layers of "
+            "loaded weights, but there are none: set init.path (e.g. torchvision:vgg11_bn)."
+        )
     mesh = make_mesh()
     check_batch_size(config.data.batch_size, mesh)
     eval_bs = config.data.eval_batch_size or config.data.batch_size
@@ -162,11 +167,6 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     loaded = init_variables
     if loaded is None and config.init.path:
         loaded = load_init_variables(config.init.path, config)
-    if config.init.reinit_layers and loaded is None:
-        raise ConfigError(
-            f"init.reinit_layers={tuple(config.init.reinit_layers)} re-initializes layers of "
-            "loaded weights, but there are none: set init.path (e.g. torchvision:vgg11_bn)."
-        )
     if loaded is not None:
         # ImageNet weights for another number of classes: keep the backbone, fresh head.
         reinit = config.init.reinit_head or config.init.path.startswith(TORCHVISION)
