@@ -353,3 +353,33 @@ def test_two_real_training_runs_on_one_workdir_and_a_damaged_resume_from_the_com
     assert rerun.finish() == 0, rerun.stderr[-3000:]
     assert f"checkpoints/{latest} is damaged" in rerun.stderr
     assert "moved the damaged checkpoint" in rerun.stderr and "Resuming from" in rerun.stderr
+
+
+def test_allowed_changes_are_recorded_in_the_config_history(trained, tmp_path):
+    from jaxcnn.train.workdir import check_config, record_config
+
+    workdir = _copy(trained, tmp_path)
+    config = _lenet(**{"optimizer.lr": 0.01, "log_every": 2})
+    with pytest.raises(ConfigError, match=r"Changed: optimizer.lr: 0.003 -> 0.01\. "):
+        check_config(workdir, config)  # log_every alone would be allowed
+    changes = check_config(workdir, config, allow_change=True)
+    record_config(workdir, config, changes, resumed_at=8)
+    entry = json.loads((workdir / HISTORY_FILE).read_text())
+    assert entry["changes"] == {"log_every": [4, 2], "optimizer.lr": [0.003, 0.01]}
+    assert entry["allowed_by"] == "--allow_config_change" and entry["resumed_at_step"] == 8
+    assert json.loads((workdir / "config.json").read_text())["optimizer"]["lr"] == 0.01
+
+
+def test_the_command_line_refuses_a_changed_config_and_allow_config_change_lets_it_through(
+        trained, tmp_path, capsys):
+    from jaxcnn.train.cli import train_main
+
+    workdir = _copy(trained, tmp_path)
+    argv = ["--config", str(ROOT / "configs" / "smoke.py"), "--workdir", str(workdir),
+            "--config.progress=False", "--config.optimizer.name=sgd"]
+    assert train_main(argv, prog="train.py") == 1
+    err = capsys.readouterr().err
+    assert "train.py: error: ConfigError:" in err and "optimizer.name: 'adam' -> 'sgd'" in err
+    assert train_main([*argv, "--allow_config_change"], prog="train.py") == 1
+    err = capsys.readouterr().err  # past the refusal: the checkpoint names the optimizer
+    assert "train.py: error: CheckpointError:" in err and "another optimizer" in err
