@@ -185,6 +185,15 @@ def test_16_bit_images_are_scaled_to_8_bit_not_clipped_to_white(fmt, tmp_path):
     assert (rgb == 255).mean() < 0.01
 
 
+def test_16_bit_images_in_the_host_transforms_are_scaled(tmp_path):
+    from jaxcnn.data.transforms import open_image, resize_center_crop
+
+    path = tmp_path / "depth16.png"
+    Image.fromarray(_gradient16()).save(path)
+    out = resize_center_crop(open_image(path.read_bytes()), 64, 64, channels=1)
+    np.testing.assert_array_equal(out[..., 0], np.round(_gradient16() / 257.0).astype(np.uint8))
+
+
 def test_16_bit_images_in_a_folder_dataset_are_scaled(tmp_path):
     for split in ("train", "test"):
         for cls in ("a", "b"):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jaxcnn.data.images import ImageLike, as_image_list, load_image
+from jaxcnn.data.images import ImageLike, as_image_list, load_image, to_8bit
 from jaxcnn.errors import ConfigError, InputError
 
 # torchvision's ImageNet statistics (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) x 255.
@@ -126,6 +126,7 @@ def _draft(img: Image.Image, mode: str, region: tuple[float, float], size: tuple
 
 
 def _as_mode(img: Image.Image, mode: str) -> Image.Image:
+    img = to_8bit(img)  # 16-bit grayscale: scaled, where PIL's convert clips to white
     return img if img.mode == mode else img.convert(mode)
 
 
