@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from train_helpers import tiny_config
 
+import jaxcnn
 from jaxcnn.data import load_shapes, make_shapes
 from jaxcnn.data.synthetic import SHAPE_CLASSES
 from jaxcnn.train import evaluate_checkpoint, fit
@@ -103,3 +104,48 @@ def test_regression_of_the_rotation_angle_end_to_end(tmp_path):
     # the targets are uniform in [-1, 1]: predicting 0 scores an MAE of 0.5
     assert result["best_valid_mae"] == min(r["valid_mae"] for r in records) < 0.45
     assert result["test_rmse"] >= result["test_mae"] > 0
+
+
+def test_reconstruction_target_undoes_per_channel_normalization():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn.train import get_task
+
+    config = tiny_config()
+    config.data.mean = (10.0, 20.0, 30.0)
+    config.data.std = (2.0, 4.0, 8.0)
+    task = get_task("reconstruction", config)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    normalized = (pixels - np.array(config.data.mean)) / np.array(config.data.std)
+    loss, sums = jax.jit(task.loss)(jnp.asarray(pixels / 255.0), {"image": normalized})
+    assert float(loss) < 1e-10  # the output equal to the [0, 1] input: zero error
+    assert float(sums["psnr"]) / 2 > 90  # capped at 100 dB
+
+
+def test_regression_loss_and_head_size_follow_the_targets():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn import losses
+    from jaxcnn.data import load_rotated_digits
+    from jaxcnn.train import get_task
+
+    config = tiny_config()
+    config.task_kwargs.loss = "huber"
+    config.task_kwargs.delta = 0.5
+    task = get_task("regression", config)
+    pred = jnp.asarray([[0.0, 1.0], [2.0, -1.0]])
+    target = jnp.asarray([[0.5, 1.0], [0.0, 0.0]])
+    loss, sums = jax.jit(task.loss)(pred, {"target": target})
+    expect = losses.huber_loss(pred, target, delta=0.5, reduction="none").mean(axis=1).mean()
+    assert float(loss) == pytest.approx(float(expect))
+    assert float(sums["mae"]) == pytest.approx(0.25 + 1.5)  # per-example mean |error|, summed
+    s = task.summarize({k: float(v) for k, v in sums.items()})
+    assert s["rmse"] == pytest.approx(np.sqrt(s["mse"]))
+    splits = load_rotated_digits(32)
+    assert task.num_outputs(splits) == 1 and splits.train.arrays["target"].shape[1] == 1
+    assert np.abs(splits.train.arrays["target"]).max() <= 1.0
+    with pytest.raises(jaxcnn.ConfigError, match="regression loss"):
+        config.task_kwargs.loss = "hinge"
+        get_task("regression", config)
