@@ -174,10 +174,14 @@ def bench_pipelines(args: argparse.Namespace) -> list[dict]:
 def bench_prepare(args: argparse.Namespace) -> dict:
     """`jaxcnn prepare` on the CIFAR-10 tree: wall time, images/s, peak memory (RSS of the
     whole process tree, sampled every 0.1 s, and of its largest process)."""
+    import resource
+
     import psutil
 
     out = Path(tempfile.mkdtemp(prefix="jaxcnn-prepare-")) / "records"
     cmd = [sys.executable, "-m", "jaxcnn", "prepare", args.cifar, "--out", str(out)]
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = kids.ru_utime + kids.ru_stime
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
@@ -199,11 +203,14 @@ def bench_prepare(args: argparse.Namespace) -> dict:
     stdout, _ = proc.communicate()
     thread.join()
     seconds = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its workers
+    cpu = kids.ru_utime + kids.ru_stime - cpu0
     summary = json.loads(stdout.strip().splitlines()[-1])
     images = summary["train_examples"] + summary["test_examples"]
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     result = {"command": " ".join(cmd[1:]), "images": images, "seconds": seconds,
-              "images_per_s": images / seconds, "peak_rss_tree_mib": peak["tree"] / 2**20,
+              "images_per_s": images / seconds, "cpu_seconds": cpu,
+              "images_per_cpu_second": images / cpu, "peak_rss_tree_mib": peak["tree"] / 2**20,
               "peak_rss_process_mib": peak["process"] / 2**20, "records_mib": size / 2**20,
               "workers": os.cpu_count()}
     print(json.dumps(result), flush=True)

@@ -204,12 +204,18 @@ def first_good(candidates: list[int], restore: Callable[[int], Any], directory: 
     )
 
 
-def item_handlers() -> dict[str, Any]:
-    """The orbax handlers of a checkpoint's two items (declared up front, so a fresh manager
-    can read metadata and restore)."""
+def item_handlers(data: bool = False) -> dict[str, Any]:
+    """The orbax handlers of a checkpoint's items (declared up front, so a fresh manager can
+    read metadata and restore): "state" and "meta", and with `data` the host input
+    pipeline's iterator state ("data": grain's handler, one JSON file per process)."""
     import orbax.checkpoint as ocp
 
-    return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    if data:
+        import grain
+
+        handlers["data"] = grain.checkpoint.CheckpointHandler()
+    return handlers
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

@@ -38,3 +38,19 @@ def make_tree(root: Path, *, n_train: int = 8, n_test: int = 4, size: tuple[int,
     for rel, data in (bad or {}).items():
         (root / rel).write_bytes(data)
     return root
+
+
+def digits_tree(root: Path) -> Path:
+    """The embedded digits (the reliability tests' data, 32x32 grayscale) as an ImageFolder
+    tree of PNGs, root/{train,test}/<digit>/<i>.png: the same pixels, for the host pipeline."""
+    from jaxcnn.data import load_digits
+
+    splits = load_digits()
+    for split in ("train", "test"):
+        source = getattr(splits, split)
+        for i, (image, label) in enumerate(zip(source.arrays["image"], source.arrays["label"],
+                                               strict=True)):
+            d = root / split / str(int(label))
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0], "L").save(d / f"{i:04d}.png")
+    return root

@@ -153,12 +153,3 @@ def test_prefetch_keeps_order_and_reraises_errors():
     assert next(it) == 1
     with pytest.raises(DatasetError, match="disk gone"):
         next(it)
-
-
-def test_lazy_tfds_columns_decode_and_resize_on_demand():
-    ds = [{"image": np.full((10 + i, 14, 3), i, np.uint8), "label": i % 3} for i in range(5)]
-    src = sources_mod.Source(sources_mod._lazy_columns(ds, 5, 8))
-    assert len(src) == 5 and src.image_shape == (8, 8, 3)
-    batch = src.take(np.array([3, 1]))
-    assert batch["image"].shape == (2, 8, 8, 3) and np.all(batch["image"][0] == 3)
-    np.testing.assert_array_equal(batch["label"], [0, 1])

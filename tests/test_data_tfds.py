@@ -71,3 +71,29 @@ def test_download_true_prepares_array_record_and_trains_through_the_config(data_
     result = fit(config, tmp_path / "run")
     assert result["steps"] == 6  # 2 epochs of (64 - 6 held out for validation) // 16 steps
     assert result["test_accuracy"] >= 0.9  # dark vs bright: learnt, not a constant guess
+
+
+def test_a_streamed_tfds_split_is_read_encoded_by_the_host_pipeline(data_dir):
+    from jaxcnn.data import load_data, make_feeder, make_mesh
+    from jaxcnn.data.pipeline import StreamData, eval_batches
+    from jaxcnn.data.stream import LazyImages, LazyLabels, TfdsExamples
+
+    load_tfds(NAME, data_dir=str(data_dir), download=True)
+    in_memory = load_data({"source": "tfds", "name": NAME, "data_dir": str(data_dir)})
+    streamed = load_data({"source": "tfds", "name": NAME, "data_dir": str(data_dir),
+                          "on_device": "off", "workers": 0})
+    column = streamed.test.arrays["image"]
+    assert isinstance(column, LazyImages) and isinstance(column.examples, TfdsExamples)
+    assert isinstance(column.examples[0]["image"], bytes)  # left encoded by tfds (SkipDecoding)
+    assert isinstance(streamed.test.arrays["label"], LazyLabels)
+    feeder = make_feeder(streamed.test, make_mesh())
+    assert isinstance(feeder, StreamData)
+    try:
+        batches = list(eval_batches(feeder, 16, 8))
+    finally:
+        feeder.close()
+    images = np.concatenate([np.asarray(b["image"]) for b in batches])
+    labels = np.concatenate([np.asarray(b["label"]) for b in batches])
+    # The same JPEG decoder either way: the streamed pixels are tfds' own decoded arrays.
+    np.testing.assert_array_equal(images, in_memory.test.arrays["image"])
+    np.testing.assert_array_equal(labels, in_memory.test.arrays["label"])

@@ -4,6 +4,9 @@ preempted with SIGTERM, or hit by a failing save, then rerun with the same comma
 BIT-identical to a run that was never interrupted (parameters, optimizer state, BatchNorm
 statistics, rng, metrics); checkpoints move between 4 and 1 devices; a checkpoint of another
 architecture or head size is refused naming the first mismatching parameter and both shapes.
+The interrupted chain runs twice: with the digits on the device, and (slow) with the same
+digits as PNG records read by the host input pipeline with 2 worker processes, whose grain
+iterator state is part of every checkpoint.
 
 All processes of this file share one JAX compilation cache, so only the first one compiles."""
 
@@ -61,18 +64,46 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax-compilation-cache")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache):
-    """An uninterrupted run: final JSON, metrics.jsonl records and the final checkpoint."""
-    workdir = tmp_path_factory.mktemp("reference")
-    t = run_train(workdir, cache_dir=cache)
+def _reference(workdir, cache, *flags):
+    t = run_train(workdir, *flags, cache_dir=cache)
     assert t.proc.returncode == 0, t.stderr[-3000:]
     return {"workdir": workdir, "result": t.result(), "records": epoch_records(workdir),
             "final": read_checkpoint(workdir, FINAL_STEP)}
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, cache, reference):
+def reference(tmp_path_factory, cache):
+    """An uninterrupted run: final JSON, metrics.jsonl records and the final checkpoint."""
+    return _reference(tmp_path_factory.mktemp("reference"), cache)
+
+
+@pytest.fixture(scope="module", params=["device", pytest.param("host", marks=pytest.mark.slow)])
+def pipeline(request, tmp_path_factory):
+    """The input path of the interrupted runs: the digits on the device, or the same digits
+    as PNG records read by the host pipeline with 2 worker processes (whose iterator state
+    is part of every checkpoint)."""
+    if request.param == "device":
+        return ()
+    from image_tree import digits_tree
+
+    from jaxcnn.data.records import prepare
+
+    root = tmp_path_factory.mktemp("digits-records")
+    prepare(digits_tree(root / "tree"), root / "records", examples_per_shard=256, workers=1)
+    return ("--config.data.source=records", f"--config.data.path={root / 'records'}",
+            "--config.data.channels=1", "--config.data.workers=2")
+
+
+@pytest.fixture(scope="module")
+def pipeline_reference(tmp_path_factory, cache, reference, pipeline):
+    """The uninterrupted run of `pipeline`."""
+    if not pipeline:
+        return reference
+    return _reference(tmp_path_factory.mktemp("host-reference"), cache, *pipeline)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, cache, pipeline_reference, pipeline):
     """One workdir through SIGKILL mid-save, SIGTERM, a failing save and a SIGKILL at a random
     moment, each followed by the same command; what each process left behind is recorded."""
     workdir = tmp_path_factory.mktemp("interrupted")
@@ -81,7 +112,7 @@ def chain(tmp_path_factory, cache, reference):
 
     # 1. SIGKILL while step 6's checkpoint is being written (data in the temporary dir,
     #    not yet committed). The fault hook holds the commit open so the kill lands there.
-    t = Train(workdir, fault="hold:6", cache_dir=cache)
+    t = Train(workdir, *pipeline, fault="hold:6", cache_dir=cache)
     t.wait_for_stderr("JAXCNN_FAULT: holding save of step 6")
     t.signal(signal.SIGKILL)
     seen["kill_mid_save"] = {"rc": t.finish(), "steps": complete_steps(workdir),
@@ -89,7 +120,7 @@ def chain(tmp_path_factory, cache, reference):
                              "latest": Checkpointer(workdir, read_only=True).latest_step()}
 
     # 2. Rerun; SIGTERM at a random moment while step 9's save is pending (held 4 s).
-    t = Train(workdir, fault="hold:9:4", cache_dir=cache)
+    t = Train(workdir, *pipeline, fault="hold:9:4", cache_dir=cache)
     t.wait_for_stderr("JAXCNN_FAULT: holding save of step 9")
     seen["sigterm_delay"] = rng.uniform(0.0, 1.0)
     time.sleep(seen["sigterm_delay"])
@@ -98,12 +129,12 @@ def chain(tmp_path_factory, cache, reference):
                        "steps": complete_steps(workdir), "tmp": temp_dirs(workdir)}
 
     # 3. Rerun; the save of step 15 fails in orbax's background thread (disk full).
-    t = run_train(workdir, fault="enospc:15", cache_dir=cache)
+    t = run_train(workdir, *pipeline, fault="enospc:15", cache_dir=cache)
     seen["enospc"] = {"rc": t.proc.returncode, "stderr": t.stderr,
                       "steps": complete_steps(workdir)}
 
     # 4. Rerun; SIGKILL at a random moment after it has resumed (compile, steps, eval, save).
-    t = Train(workdir, cache_dir=cache)
+    t = Train(workdir, *pipeline, cache_dir=cache)
     t.wait_for_stderr("Resuming from")
     seen["random_kill_delay"] = rng.uniform(0.0, 4.0)
     time.sleep(seen["random_kill_delay"])
@@ -111,7 +142,7 @@ def chain(tmp_path_factory, cache, reference):
     seen["random_kill"] = {"rc": t.finish(), "stderr": t.stderr}
 
     # 5. The same command once more finishes the run.
-    t = run_train(workdir, cache_dir=cache)
+    t = run_train(workdir, *pipeline, cache_dir=cache)
     assert t.proc.returncode == 0, t.stderr[-3000:]
     seen["final"] = {"result": t.result(), "records": epoch_records(workdir),
                      "final": read_checkpoint(workdir, FINAL_STEP), "stderr": t.stderr}
@@ -157,7 +188,8 @@ def test_failed_save_exits_nonzero_with_the_path_and_the_reason(chain):
     assert 15 not in seen["steps"]  # and nothing half-written is taken for a checkpoint
 
 
-def test_interrupted_run_is_bit_identical_to_an_uninterrupted_one(chain, reference):
+def test_interrupted_run_is_bit_identical_to_an_uninterrupted_one(chain, pipeline_reference):
+    reference = pipeline_reference
     final = chain["final"]
     assert chain["random_kill"]["rc"] in (-signal.SIGKILL, 0)
     assert without_timing(final["result"]) == without_timing(reference["result"])

@@ -36,6 +36,7 @@ from jaxcnn.data.pipeline import (
     train_batches,
     train_indices,
 )
+from jaxcnn.data.records import load_records, prepare  # registers data.source='records'
 from jaxcnn.data.sources import (
     Source,
     Splits,
@@ -76,6 +77,7 @@ __all__ = [
     "load_digits",
     "load_folder",
     "load_npz",
+    "load_records",
     "load_rotated_digits",
     "load_shapes",
     "load_tfds",
@@ -85,6 +87,7 @@ __all__ = [
     "make_shapes",
     "normalize",
     "parse_voc_xml",
+    "prepare",
     "prefetch",
     "random_crop",
     "random_flip",

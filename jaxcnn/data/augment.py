@@ -460,13 +460,18 @@ class Augment:
             raise ConfigError("data.ten_crop needs data.crop_size (the side of the patches).")
 
     @classmethod
-    def from_config(cls, data: Any) -> Augment:
-        """Settings from a `config.data` block."""
+    def from_config(cls, data: Any, *, on_host: bool = False) -> Augment:
+        """Settings from a `config.data` block. `on_host`: the host input pipeline already
+        cropped (crop_padding, resized_crop) and flipped (a streamed source); the step does
+        the rest (normalization, colour, rotation, cutout)."""
         get = lambda key, default: data.get(key, default)
-        return cls(tuple(data.mean), tuple(data.std), int(data.crop_padding), bool(data.flip),
+        crop, flip, resized = ((0, False, 0) if on_host else
+                               (int(data.crop_padding), bool(data.flip),
+                                int(get("resized_crop", 0))))
+        return cls(tuple(data.mean), tuple(data.std), crop, flip,
                    int(data.cutout), data.get("padding_mode", "constant"),
                    data.get("flip_mode", "random"), int(get("crop_size", 0)),
-                   bool(get("vertical_flip", False)), int(get("resized_crop", 0)),
+                   bool(get("vertical_flip", False)), resized,
                    tuple(float(v) for v in get("resized_crop_scale", (0.08, 1.0))),
                    float(get("rotation", 0.0)), float(get("brightness", 0.0)),
                    float(get("contrast", 0.0)), float(get("saturation", 0.0)),

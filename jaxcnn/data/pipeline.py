@@ -6,6 +6,7 @@ prefetching host stream for large data. Both yield the same batches, so a run re
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcnn.data.order import epoch_permutation, steps_per_epoch, train_indices
 from jaxcnn.data.sources import Source
 from jaxcnn.errors import ConfigError, InputError
 
@@ -57,23 +59,6 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "data.batch_size")
             f"{what}={batch_size} must be a positive multiple of the number of devices "
             f"({n}) so every device gets the same share; use e.g. {max(n, batch_size // n * n)}."
         )
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The training order of epoch `epoch`: a pure function of (seed, epoch, n)."""
-    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full batches per epoch (the last partial batch is dropped, as in the Flax examples)."""
-    return n // batch_size
-
-
-def train_indices(seed: int, epoch: int, step_in_epoch: int, n: int, batch_size: int
-                  ) -> np.ndarray:
-    """Global indices of training batch `step_in_epoch` of `epoch`."""
-    order = epoch_permutation(seed, epoch, n)
-    return order[step_in_epoch * batch_size:(step_in_epoch + 1) * batch_size]
 
 
 def process_slice(global_batch: int) -> slice:
@@ -121,6 +106,156 @@ class HostData:
         return shard_batch(self.source.take(local), self.sharding)
 
 
+_ENDLESS = 1 << 40  # steps of the training stream: it outlasts any run, whatever num_epochs
+
+
+class StreamData:
+    """A streamed split (its "image" column a `stream.LazyImages`): batches made by the grain
+    host pipeline (read, decode and augment in worker processes; `jaxcnn.data.stream`),
+    this process's rows of every global batch, sharded over "data". Training reads one
+    stream over all steps of the run; `consumed` is its grain state after the last batch
+    handed to the loop, which the checkpoint saves and `restore` resumes exactly."""
+
+    def __init__(self, source: Source, mesh: Mesh):
+        self.column = source.arrays["image"]
+        self.mesh = mesh
+        self.sharding = batch_sharding(mesh)
+        self.consumed: dict = {"position": 0, "grain": None}
+        self._train_key: tuple[int, int] | None = None  # (seed, batch_size) of _train
+        self._train: Any = None  # the training BatchStream
+        self._position = 0  # batches _train has handed out
+        self._eval_size = 0
+        self._eval: Any = None  # the evaluation BatchStream (repeating)
+
+    def _layout(self, batch_size: int) -> Any:
+        from jaxcnn.data.stream import Layout
+
+        return Layout(len(self.column), batch_size, jax.process_index(), jax.process_count())
+
+    def _workers(self, rows: Any) -> int:
+        from jaxcnn.data.stream import auto_workers
+
+        if self.column.workers >= 0:
+            return self.column.workers
+        return auto_workers(rows, max_workers=max(1, min(16, (os.cpu_count() or 2) - 1)))
+
+    def train_rows(self, seed: int, batch_size: int) -> Any:
+        """This process's training examples in order (a grain source over all steps)."""
+        from jaxcnn.data.stream import LoadExample, TrainRows
+
+        load = LoadExample(self.column.examples, self.column.train, seed)
+        return TrainRows(load, self._layout(batch_size), num_steps=_ENDLESS)
+
+    def batch_at(self, step: int, *, seed: int, batch_size: int) -> dict[str, jax.Array]:
+        """The batch of global training `step`, made in this process (compilation, the NaN
+        re-run): the same examples and augmentation the stream gives at that step."""
+        from jaxcnn.data.stream import Stack
+
+        rows = self.train_rows(seed, batch_size)
+        per = rows.layout.per_process
+        return shard_batch(Stack()([rows[step * per + j] for j in range(per)]), self.sharding)
+
+    def restore(self, saved: dict | None, step: int) -> None:
+        """Continue the training stream after `step` batches, from a checkpoint's pipeline
+        state (grain's iterator state), or from the step alone when the checkpoint has none
+        (the batches are a pure function of (seed, step))."""
+        if saved is not None and saved.get("position") != step:
+            from jaxcnn.errors import CheckpointError
+
+            raise CheckpointError(
+                f"the checkpoint of step {step} holds an input-pipeline state at position "
+                f"{saved.get('position')}: the checkpoint is inconsistent. Resume from another "
+                "step or use a fresh --workdir."
+            )
+        self.consumed = dict(saved) if saved else {"position": step, "grain": None}
+        if self._train is not None:
+            self._position_stream(self._train, self.consumed)
+
+    def _position_stream(self, stream: Any, state: dict) -> None:
+        if state["grain"] is not None:
+            stream.set_state(state["grain"])
+        else:
+            stream.seek(state["position"])
+        self._position = state["position"]
+
+    def _train_stream(self, seed: int, batch_size: int) -> Any:
+        from jaxcnn.data.stream import BatchStream
+
+        if self._train_key != (seed, batch_size):
+            if self._train is not None:
+                self._train.close()
+            rows = self.train_rows(seed, batch_size)
+            self._train = BatchStream(rows, workers=self._workers(rows))
+            self._train_key = (seed, batch_size)
+            self._position_stream(self._train, self.consumed)
+        return self._train
+
+    def train_epoch(self, *, seed: int, epoch: int, start_step: int, steps: int,
+                    batch_size: int, prefetch_size: int = 2
+                    ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
+        """(step_in_epoch, batch) from `start_step` to the end of `epoch` (of `steps` steps),
+        read ahead in a thread; `consumed` follows what was handed out."""
+        stream = self._train_stream(seed, batch_size)
+        first = epoch * steps + start_step
+        if self._position != first:
+            self._position_stream(stream, {"position": first, "grain": None})
+
+        def gen() -> Iterator[tuple[int, dict, dict]]:
+            for i in range(start_step, steps):
+                local = next(stream)
+                yield i, shard_batch(local, self.sharding), stream.get_state()
+
+        for i, batch, grain_state in prefetch(gen(), prefetch_size):
+            self._position = epoch * steps + i + 1
+            self.consumed = {"position": self._position, "grain": grain_state}
+            yield i, batch
+
+    def eval_batches(self, n: int, batch_size: int) -> Iterator[dict[str, jax.Array]]:
+        """The whole split in order (the last global batch padded, "weight" 0 on padding),
+        from a stream kept open between evaluations (its workers read the next pass ahead)."""
+        from jaxcnn.data.stream import BatchStream, EvalRows, LoadExample
+
+        if self._eval is None or self._eval_size != batch_size:
+            if self._eval is not None:
+                self._eval.close()
+            rows = EvalRows(LoadExample(self.column.examples, self.column.eval, 0),
+                            self._layout(batch_size))
+            self._eval = BatchStream(rows, workers=self._workers(rows), repeat=True)
+            self._eval_size = batch_size
+        stream = self._eval
+
+        def gen() -> Iterator[dict[str, jax.Array]]:
+            for _ in range(stream.num_batches):
+                yield shard_batch(next(stream), self.sharding)
+
+        return prefetch(gen())
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        for stream in (self._train, self._eval):
+            if stream is not None:
+                stream.close()
+        self._train = self._eval = self._train_key = None
+
+
+def is_streamed(source: Source) -> bool:
+    """Whether `source` is decoded on demand by the host pipeline (records, streamed tfds or
+    folders) rather than held as arrays."""
+    from jaxcnn.data.stream import LazyImages
+
+    return isinstance(source.arrays.get("image"), LazyImages)
+
+
+def batch_at(feeder: Any, *, seed: int, step: int, n: int, batch_size: int
+             ) -> dict[str, jax.Array]:
+    """The batch of global training `step` (what `train_batches` gives there), from any
+    feeder: compilation, the NaN re-run and the learning-rate finder read batches this way."""
+    if isinstance(feeder, StreamData):
+        return feeder.batch_at(step, seed=seed, batch_size=batch_size)
+    spe = steps_per_epoch(n, batch_size)
+    return feeder.batch(train_indices(seed, step // spe, step % spe, n, batch_size))
+
+
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
     """Run `iterator` (host reads + device transfers) `size` batches ahead in a thread."""
     q: queue.Queue = queue.Queue(maxsize=size)
@@ -145,17 +280,24 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
 
 
 def make_feeder(source: Source, mesh: Mesh, on_device: str | bool = "auto",
-                limit_bytes: int = 2 << 30) -> OnDeviceData | HostData:
-    """OnDeviceData when the split is small enough (or asked for), else HostData."""
+                limit_bytes: int = 2 << 30) -> OnDeviceData | HostData | StreamData:
+    """StreamData for a streamed source (the host pipeline); else OnDeviceData when the split
+    is small enough (or asked for), else HostData."""
+    if is_streamed(source):
+        return StreamData(source, mesh)
     if on_device == "auto":
         on_device = source.nbytes <= limit_bytes
     return OnDeviceData(source, mesh) if on_device else HostData(source, mesh)
 
 
-def train_batches(feeder: OnDeviceData | HostData, *, seed: int, epoch: int, start_step: int,
-                  n: int, batch_size: int, prefetch_size: int = 2
+def train_batches(feeder: OnDeviceData | HostData | StreamData, *, seed: int, epoch: int,
+                  start_step: int, n: int, batch_size: int, prefetch_size: int = 2
                   ) -> Iterator[tuple[int, dict[str, jax.Array]]]:
     """(step_in_epoch, batch) from `start_step` to the end of `epoch`."""
+    if isinstance(feeder, StreamData):
+        return feeder.train_epoch(seed=seed, epoch=epoch, start_step=start_step,
+                                  steps=steps_per_epoch(n, batch_size), batch_size=batch_size,
+                                  prefetch_size=prefetch_size)
     order = epoch_permutation(seed, epoch, n)
 
     def gen() -> Iterator[tuple[int, dict[str, jax.Array]]]:
@@ -165,9 +307,16 @@ def train_batches(feeder: OnDeviceData | HostData, *, seed: int, epoch: int, sta
     return prefetch(gen(), prefetch_size) if isinstance(feeder, HostData) else gen()
 
 
-def eval_batches(feeder: OnDeviceData | HostData, n: int, batch_size: int
+def eval_batches(feeder: OnDeviceData | HostData | StreamData, n: int, batch_size: int
                  ) -> Iterator[dict[str, jax.Array]]:
     """The whole split in order; the last batch is padded and carries weight 0 for padding."""
+    if isinstance(feeder, StreamData):
+        return feeder.eval_batches(n, batch_size)
+    return _eval_batches(feeder, n, batch_size)
+
+
+def _eval_batches(feeder: OnDeviceData | HostData, n: int, batch_size: int
+                  ) -> Iterator[dict[str, jax.Array]]:
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)
         weight = (idx < n).astype(np.float32)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data.sources import Source, Splits, _carve_valid, _list_folder, register_source
 from jaxcnn.errors import DatasetError
 
 METADATA = "jaxcnn_records.json"
@@ -134,8 +135,6 @@ def _shard_done(out: Path, task: _ShardTask) -> dict | None:
 
 def _plan(root: Path, splits: Sequence[str], examples_per_shard: int
           ) -> tuple[list[str], list[_ShardTask], dict[str, int], str]:
-    from jaxcnn.data.sources import _list_folder
-
     listings = {s: _list_folder(root / s) for s in splits}
     classes = listings[splits[0]][0]
     for s in splits[1:]:
@@ -386,5 +385,39 @@ class RecordSource:
         return tuple(self.meta["class_names"])
 
 
-__all__ = ["METADATA", "RecordSource", "decode_record", "encode_record", "prepare",
-           "read_metadata"]
+def load_records(data: Any, seed: int = 0) -> Splits:
+    """`data.source=records`: the record directory `data.path` (from `jaxcnn prepare`),
+    streamed by the host pipeline with the config's transforms; `data.name`, when set, must
+    be the dataset the directory holds."""
+    from jaxcnn.data.stream import LazyImages, RecordExamples, transforms_from_config
+
+    path = data.get("path", "")
+    if not path:
+        raise DatasetError("data.source='records' needs --config.data.path=DIR (a directory "
+                           "written by `jaxcnn prepare SRC --out DIR`).")
+    meta = read_metadata(path)
+    name = data.get("name", "")
+    if name and name != meta["name"]:
+        raise DatasetError(
+            f"record directory {path} holds dataset {meta['name']!r} (prepared from "
+            f"{meta['source']}) but config.data.name is {name!r}: another dataset's records? "
+            "Point data.path at the right directory, or clear data.name."
+        )
+    train_t, eval_t = transforms_from_config(data)
+    workers = int(data.get("workers", -1))
+
+    def split(which: str) -> Source:
+        records = RecordSource(path, which, meta)
+        column = LazyImages(RecordExamples(records), train_t, eval_t, workers=workers)
+        return Source({"image": column, "label": records.labels})
+
+    train_split, test_split = data.get("train_split", "train"), data.get("test_split", "test")
+    train, test = split(train_split), split(test_split)
+    train, valid = _carve_valid(train, test, float(data.get("valid_fraction", 0.0)), seed)
+    return Splits(meta["name"], train, valid, test, tuple(meta["class_names"]))
+
+
+register_source("records", load_records)
+
+__all__ = ["METADATA", "RecordSource", "decode_record", "encode_record", "load_records",
+           "prepare", "read_metadata"]

@@ -59,8 +59,11 @@ class Source:
         return {k: np.asarray(v[indices]) for k, v in self.arrays.items()}
 
     def subset(self, indices: np.ndarray) -> Source:
-        """A new Source holding only `indices` (materialized)."""
-        return Source(self.take(np.asarray(indices)))
+        """A new Source holding only `indices` (materialized; a streamed column stays
+        streamed)."""
+        idx = np.asarray(indices)
+        return Source({k: v.subset(idx) if hasattr(v, "subset") else np.asarray(v[idx])
+                       for k, v in self.arrays.items()})
 
 
 @dataclasses.dataclass
@@ -83,8 +86,8 @@ class Splits:
                  "the training labels (no class_names given)")
         for split in ("train", "test", "valid"):  # valid is often the test split itself
             labels = getattr(self, split).arrays.get("label")
-            if labels is None or not len(labels):
-                continue
+            if not isinstance(labels, np.ndarray) or not len(labels):
+                continue  # none, or read on demand (a streamed tfds split)
             lo, hi = int(labels.min()), int(labels.max())
             if lo < 0 or hi >= k:
                 raise DatasetError(
@@ -349,10 +352,17 @@ def load_folder(
     valid_fraction: float = 0.0,
     seed: int = 0,
     max_examples: int = 0,
+    stream: bool | str = False,
+    transforms: tuple[Any, Any] | None = None,
+    workers: int = -1,
+    limit_bytes: int = 2 << 30,
 ) -> Splits:
     """An ImageFolder tree `path/{train,test}/<class>/*.jpg`, decoded once with PIL into a
-    uint8 .npy cache (keyed by the file list, sizes and mtimes) so later runs start at once.
-    `max_examples` keeps a fixed random subset of the train FILES, chosen before decoding."""
+    uint8 .npy cache (keyed by the file list, sizes and mtimes) so later runs start at once;
+    with `stream` (True, or "auto" when the decoded train split would pass `limit_bytes`)
+    the files are read and decoded by the host pipeline instead, with the (train, eval)
+    `transforms` in `workers` processes. `max_examples` keeps a fixed random subset of the
+    train FILES, chosen before decoding."""
     root = Path(path).expanduser().resolve()
     listings = {s: _list_folder(root / s) for s in (train_split, test_split)}
     if max_examples and len(listings[train_split][1]) > max_examples:
@@ -374,6 +384,22 @@ def load_folder(
             f"{sorted(a - b)}, only in {test_split}: {sorted(b - a)}. Both splits need the "
             "same class sub-folders."
         )
+    if stream == "auto":
+        stream = _decoded_bytes(listings[train_split][1], image_size, channels) > limit_bytes
+    if stream:
+        from jaxcnn.data.stream import FileExamples, LazyImages, transforms_from_config
+
+        train_t, eval_t = transforms or transforms_from_config({"image_size": image_size,
+                                                                 "channels": channels})
+        sources = {}
+        for split, (_, files, _) in listings.items():
+            examples = FileExamples([(str(f), label) for f, label in files])
+            sources[split] = Source({
+                "image": LazyImages(examples, train_t, eval_t, workers=workers),
+                "label": np.array([label for _, label in files], np.int32)})
+        train, valid = _carve_valid(sources[train_split], sources[test_split], valid_fraction,
+                                    seed)
+        return Splits(root.name, train, valid, sources[test_split], tuple(classes))
     cache_root = Path(cache_dir or Path.home() / ".cache" / "jaxcnn" / "folders").expanduser()
     sources = {}
     for split, (_, files, ignored) in listings.items():
@@ -409,6 +435,22 @@ def load_folder(
     return Splits(root.name, train, valid, sources[test_split], tuple(classes))
 
 
+def _decoded_bytes(files: list[tuple[Path, int]], image_size: int, channels: int) -> int:
+    """The size of a split decoded to uint8 arrays, from `image_size` or the first image's
+    header (whether it fits in memory)."""
+    from PIL import Image
+
+    if image_size:
+        h = w = image_size
+    else:
+        try:
+            with Image.open(files[0][0]) as img:
+                w, h = img.size
+        except Exception:  # an unreadable first file: the decode reports it
+            return 0
+    return len(files) * h * w * channels
+
+
 # ----------------------------------------------------------------------------- tfds
 
 _MANUAL_HINTS = {
@@ -434,10 +476,14 @@ def load_tfds(
     max_examples: int = 0,
     image_size: int = 0,
     lazy: bool = False,
+    transforms: tuple[Any, Any] | None = None,
+    workers: int = -1,
 ) -> Splits:
     """A tensorflow-datasets dataset read without TensorFlow through `tfds.data_source`
-    (array_record files), materialized as uint8 arrays. A dataset that is not prepared raises
-    `OfflineError` naming it, the directory tried, and how to provide the files."""
+    (array_record files), materialized as uint8 arrays, or with `lazy` streamed by the host
+    pipeline (images left encoded, decoded by the (train, eval) `transforms` in `workers`
+    processes). A dataset that is not prepared raises `OfflineError` naming it, the
+    directory tried, and how to provide the files."""
     import tensorflow_datasets as tfds
 
     data_dir = str(Path(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
@@ -480,10 +526,11 @@ def load_tfds(
                 "tfds.data_source, which needs the array_record file format: prepare the "
                 "dataset with file_format='array_record', or install the 'tensorflow' extra."
             ) from None
-        n = len(ds) if not max_examples else min(len(ds), max_examples)
-        if lazy:  # large data (ImageNet): decode on demand in the host stream
-            sources[split] = Source(_lazy_columns(ds, n, image_size))
+        if lazy:  # large data (ImageNet): decode on demand in the host pipeline
+            sources[split] = _streamed_tfds(name, split, data_dir, len(ds), transforms, workers,
+                                            labelled="label" in builder.info.features.keys())
             continue
+        n = len(ds) if not max_examples else min(len(ds), max_examples)
         examples = [ds[i] for i in range(n)]
         images = [square_resize(np.asarray(e["image"]), image_size) for e in examples]
         arrays = {"image": _to_nhwc_uint8(np.stack(images), name)}
@@ -499,42 +546,18 @@ def load_tfds(
     return Splits(name, train, valid, sources[test_split], names)
 
 
-class _LazyColumn:
-    """One feature of a tfds data source, decoded (and resized) when indexed."""
+def _streamed_tfds(name: str, split: str, data_dir: str, n: int, transforms: Any,
+                   workers: int, *, labelled: bool) -> Source:
+    """A tfds split read by the host pipeline: a `LazyImages` column (and labels read on
+    demand)."""
+    from jaxcnn.data.stream import LazyImages, LazyLabels, TfdsExamples, transforms_from_config
 
-    def __init__(self, ds: Any, n: int, key: str, image_size: int):
-        self.ds, self.n, self.key, self.image_size = ds, n, key, image_size
-        first = self._one(0)
-        self.shape = (n, *first.shape)
-        self.dtype = first.dtype
-
-    def _one(self, i: int) -> np.ndarray:
-        value = np.asarray(self.ds[int(i)][self.key])
-        if self.key == "image":
-            value = square_resize(value, self.image_size)
-            value = value[..., None] if value.ndim == 2 else value
-        return value.astype(np.int32) if self.key == "label" else value
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-    def __getitem__(self, indices: Any) -> np.ndarray:
-        idx = np.arange(self.n)[indices]
-        return np.stack([self._one(i) for i in np.atleast_1d(idx)])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self[:].astype(dtype) if dtype else self[:]
-
-
-def _lazy_columns(ds: Any, n: int, image_size: int) -> dict[str, Any]:
-    columns = {"image": _LazyColumn(ds, n, "image", image_size)}
-    if "label" in ds[0]:
-        columns["label"] = _LazyColumn(ds, n, "label", 0)
-    return columns
+    train_t, eval_t = transforms or transforms_from_config({})
+    examples = TfdsExamples(name, split, data_dir, length=n)
+    columns: dict[str, Any] = {"image": LazyImages(examples, train_t, eval_t, workers=workers)}
+    if labelled:
+        columns["label"] = LazyLabels(examples)
+    return Source(columns)
 
 
 def _manual_hint(name: str, data_dir: str, manual: str) -> str:
@@ -571,7 +594,9 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
             channels=int(data.get("channels", 3)), cache_dir=data.get("cache_dir", ""),
             strict=bool(data.get("strict", False)), train_split=data.get("train_split", "train"),
             test_split=data.get("test_split", "test"), seed=seed,
-            max_examples=int(data.get("max_examples", 0)), **common,
+            max_examples=int(data.get("max_examples", 0)),
+            stream={"off": True, "on": False}.get(data.get("on_device", "auto"), "auto"),
+            transforms=_host_transforms(data), workers=int(data.get("workers", -1)), **common,
         )
     elif source == "tfds":
         splits = load_tfds(
@@ -580,7 +605,8 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
             download=bool(data.get("download", False)), seed=seed,
             max_examples=int(data.get("max_examples", 0)),
             image_size=int(data.get("image_size", 0)),
-            lazy=data.get("on_device", "auto") == "off", **common,
+            lazy=data.get("on_device", "auto") == "off", transforms=_host_transforms(data),
+            workers=int(data.get("workers", -1)), **common,
         )
     elif source in _SOURCES:
         splits = _SOURCES[source](data, seed)
@@ -594,6 +620,12 @@ def load_data(data: Mapping[str, Any], *, seed: int = 0) -> Splits:
     if limit and len(splits.train) > limit:
         splits.train = splits.train.subset(subset_indices(len(splits.train), limit, seed))
     return splits
+
+
+def _host_transforms(data: Mapping[str, Any]) -> tuple[Any, Any]:
+    from jaxcnn.data.stream import transforms_from_config
+
+    return transforms_from_config(data)
 
 
 def subset_indices(n: int, limit: int, seed: int) -> np.ndarray:

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jaxcnn.data.pipeline import epoch_permutation
-from jaxcnn.data.transforms import ImageTransform
+from jaxcnn.data.order import epoch_permutation
+from jaxcnn.data.transforms import IMAGENET_RATIO, IMAGENET_SCALE, ImageTransform
 from jaxcnn.errors import DatasetError
 
 _M64 = (1 << 64) - 1
@@ -365,8 +365,7 @@ class BatchStream:
 
     def seek(self, position: int) -> None:
         """Continue from batch `position`."""
-        if position:
-            self.set_state(state_for_position(position, self.workers))
+        self.set_state(state_for_position(position, self.workers))
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
@@ -395,6 +394,122 @@ class BatchStream:
         self._it = None
 
 
+class _Subset:
+    """Examples `index` of an example source (a carved validation split, max_examples)."""
+
+    def __init__(self, examples: Any, index: np.ndarray):
+        self.examples, self.index = examples, np.asarray(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.examples[int(self.index[i])]
+
+    def describe(self, i: int) -> str:
+        return self.examples.describe(int(self.index[i]))
+
+
+class LazyImages:
+    """The "image" column of a streamed split: a `Source` column whose pixels are decoded on
+    demand. Indexing decodes with the eval transform here (a few examples: shapes, init);
+    the host pipeline (`jaxcnn.data.pipeline.StreamData`) reads `examples` with the `train`
+    or `eval` transform in grain's worker processes. workers: -1 = auto (`auto_workers`)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, examples: Any, train: ImageTransform, eval: ImageTransform, *,
+                 workers: int = -1):
+        self.examples, self.train, self.eval, self.workers = examples, train, eval, workers
+        self._shape: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, H, W, C) of the decoded split (the eval transform's output)."""
+        if self._shape is None:
+            size, channels = self.eval.size, self.eval.channels
+            hw = (size, size) if size else self[np.arange(1)].shape[1:3]
+            self._shape = (len(self), *hw, channels)
+        return self._shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded split would take (why it is streamed)."""
+        return int(np.prod(self.shape))
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        idx = np.atleast_1d(np.arange(len(self))[indices])
+        load = LoadExample(self.examples, self.eval, 0)
+        return _stack_images([load(int(i), 0)["image"] for i in idx])
+
+    def subset(self, indices: np.ndarray) -> LazyImages:
+        """The column of examples `indices` (still streamed)."""
+        return LazyImages(_Subset(self.examples, indices), self.train, self.eval,
+                          workers=self.workers)
+
+
+class LazyLabels:
+    """The "label" column of a streamed split whose labels are not stored apart (tfds):
+    read from the examples when indexed."""
+
+    ndim = 1
+    dtype = np.dtype(np.int32)
+
+    def __init__(self, examples: Any):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def shape(self) -> tuple[int]:
+        """(N,)."""
+        return (len(self),)
+
+    @property
+    def nbytes(self) -> int:
+        """4 bytes a label."""
+        return 4 * len(self)
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        idx = np.arange(len(self))[indices]
+        return np.array([self.examples[int(i)]["label"] for i in np.atleast_1d(idx)],
+                        np.int32).reshape(np.shape(idx))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+    def subset(self, indices: np.ndarray) -> LazyLabels:
+        """The labels of examples `indices`."""
+        return LazyLabels(_Subset(self.examples, indices))
+
+
+def _stack_images(images: list[np.ndarray]) -> np.ndarray:
+    return Stack()([{"image": im} for im in images])["image"]
+
+
+def transforms_from_config(data: Any) -> tuple[ImageTransform, ImageTransform]:
+    """(train, eval) host transforms of a `config.data` block. Training: RandomResizedCrop
+    to `resized_crop` (scale `resized_crop_scale`, torchvision's ratio 3/4-4/3), or
+    Resize(eval_resize) + CenterCrop(image_size) and a padded random crop (`crop_padding`);
+    then a flip (`flip`). Evaluation: Resize(eval_resize) + CenterCrop of the output side
+    (resized_crop or image_size; 0 keeps the decoded size)."""
+    get = data.get
+    resized = int(get("resized_crop", 0))
+    size = resized or int(get("image_size", 0))
+    common = {"size": size, "channels": int(get("channels", 3)),
+              "resize": int(get("eval_resize", 0)), "draft": bool(get("jpeg_draft", True))}
+    train = ImageTransform(
+        train=True, random_resized_crop=resized > 0,
+        scale=tuple(get("resized_crop_scale", IMAGENET_SCALE)), ratio=IMAGENET_RATIO,
+        crop_padding=int(get("crop_padding", 0)), flip=bool(get("flip", False)), **common)
+    return train, ImageTransform(**common)
+
+
 def auto_workers(rows: TrainRows | EvalRows, max_workers: int) -> int:
     """0 (a plain loop in this process) when a batch is cheap to make, else `max_workers`.
     Worker processes pay a fixed start-up and a copy of every batch; they win once a batch
@@ -414,6 +529,8 @@ __all__ = [
     "EvalRows",
     "ExampleSource",
     "FileExamples",
+    "LazyImages",
+    "LazyLabels",
     "Layout",
     "LoadExample",
     "RecordExamples",
@@ -422,4 +539,5 @@ __all__ = [
     "auto_workers",
     "position_of_state",
     "state_for_position",
+    "transforms_from_config",
 ]

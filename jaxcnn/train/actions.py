@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.data.pipeline import train_indices
+from jaxcnn.data.pipeline import batch_at
 from jaxcnn.errors import TrainingError
 from jaxcnn.train import monitor
 from jaxcnn.train.run import Run
@@ -87,11 +87,10 @@ class FiniteCheck:
         from jax.experimental import checkify
 
         run = self.run
-        spe, bs = run.steps_per_epoch, run.config.data.batch_size
-        idx = train_indices(run.config.seed, bad // spe, bad % spe, len(run.splits.train), bs)
+        batch = batch_at(self.feeder, seed=run.config.seed, step=bad, n=len(run.splits.train),
+                         batch_size=run.config.data.batch_size)
         checked = jax.jit(checkify.checkify(self.train_fn, errors=checkify.float_checks))
-        err, (_, metrics) = checked(state.replace(bad_step=jnp.full((), -1, jnp.int32)),
-                                    self.feeder.batch(idx))
+        err, (_, metrics) = checked(state.replace(bad_step=jnp.full((), -1, jnp.int32)), batch)
         values = ", ".join(f"{k}={float(metrics[k]):.4g}" for k in ("loss", "grad_norm"))
         msg = err.get()
         found = f"checkify: {msg}" if msg else "checkify found no NaN-producing operation"

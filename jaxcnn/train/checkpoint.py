@@ -35,6 +35,7 @@ from jaxcnn.rundir import (
     sealed_meta,
     unreadable_metrics,
 )
+from jaxcnn.train.distributed import is_writer
 from jaxcnn.train.state import TrainState, flat_shapes, state_to_tree, tree_to_state
 
 DAMAGED_DIR = "damaged_checkpoints"  # where a writer moves checkpoints it cannot restore
@@ -83,9 +84,10 @@ class Checkpointer:
 
     def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, keep_best: bool = True,
                  best_metric: str = "accuracy", best_mode: str = "max",
-                 async_save: bool = True, read_only: bool = False):
+                 async_save: bool = True, read_only: bool = False, data: bool = False):
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
         self.read_only = read_only
+        self.data = data  # checkpoints carry the host input pipeline's state
         self.best_metric = best_metric
         bad = unreadable_metrics(self.directory)
         for step_dir in bad:
@@ -115,7 +117,7 @@ class Checkpointer:
         )
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                                 item_handlers=item_handlers())
+                                                 item_handlers=item_handlers(data))
         except OSError as err:
             raise CheckpointError(
                 f"cannot use checkpoint directory {self.directory}: {err.strerror or err}"
@@ -147,22 +149,26 @@ class Checkpointer:
             ) from err
         self._pending = None
 
-    def save(self, step: int, state: TrainState, meta: dict, metrics: dict | None = None
-             ) -> None:
-        """Save `state` at `step` (async); a failure of the previous save is raised here."""
+    def save(self, step: int, state: TrainState, meta: dict, metrics: dict | None = None,
+             data: dict | None = None) -> None:
+        """Save `state` at `step` (async); a failure of the previous save is raised here.
+        `data`: this process's input-pipeline state (JSON), written by grain's handler while
+        `save` runs, so it is the state of `step` even though the arrays are written later."""
         self.wait()
         if step in self.manager.all_steps():
             return
         tree = state_to_tree(state)
         # The digests of what is saved go into the same (atomic) checkpoint.
         meta = sealed_meta(meta, host_tree(tree))
+        items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
+        if self.data:
+            import grain
+
+            items["data"] = grain.checkpoint.CheckpointSave(_PipelineState(data))
         try:
             self.manager.save(
                 step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(tree),
-                    meta=ocp.args.JsonSave(meta),
-                ),
+                args=ocp.args.Composite(**items),
                 metrics=metrics,
                 force=True,
             )
@@ -172,6 +178,24 @@ class Checkpointer:
                 f"{type(err).__name__}: {err}"
             ) from err
         self._pending = step
+
+    def read_data(self, step: int) -> dict | None:
+        """This process's input-pipeline state saved with `step` (None when it has none: a
+        checkpoint of an in-memory run, or of another process count)."""
+        import grain
+        from jax import process_count, process_index
+
+        name = f"process_{process_index()}-of-{process_count()}.json"
+        if not self.data or not (self.directory / str(step) / "data" / name).exists():
+            return None
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                data=grain.checkpoint.CheckpointRestore(_PipelineState())))
+        except Exception as err:
+            raise CheckpointError(f"cannot read the input-pipeline state of checkpoint "
+                                  f"{self.directory / str(step)}: {type(err).__name__}: {err}"
+                                  ) from err
+        return restored["data"].state
 
     def read_meta(self, step: int) -> dict:
         """The JSON `meta` dict saved with `step` (CheckpointDamage if unreadable)."""
@@ -238,6 +262,23 @@ class Checkpointer:
             self.manager.close()
 
 
+class _PipelineState:
+    """What grain's orbax handler saves and restores for us: one process's input-pipeline
+    state as JSON bytes (its protocol for iterators that are not grain's own)."""
+
+    def __init__(self, state: dict | None = None):
+        self.state = state
+
+    def get_state(self) -> bytes:
+        return json.dumps(self.state).encode()
+
+    def set_state(self, raw: bytes) -> None:
+        self.state = json.loads(raw)
+
+    def start_prefetch(self) -> None:
+        """Nothing to start: the pipeline is positioned by `StreamData.restore`."""
+
+
 def _metadata_shapes(metadata: Any) -> dict[str, tuple]:
     """{"path": (shape, dtype)} from orbax's tree metadata."""
     tree = getattr(metadata, "tree", metadata)
@@ -252,6 +293,8 @@ def _metadata_shapes(metadata: Any) -> dict[str, tuple]:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
+    if not is_writer():  # one writer in a multi-process run: process 0
+        return path
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -33,6 +33,10 @@ command reports its results; an interrupted one resumes from its latest checkpoi
   --eval_only                   evaluate the best checkpoint instead of training
   --allow_config_change         resume DIR with a config that differs from its config.json
                                 (recorded in config_history.jsonl; refused without it)
+  --coordinator_address HOST:PORT --num_processes N --process_id I
+                                one of N processes of a multi-process run (jax.distributed;
+                                detected under SLURM, Open MPI, Cloud TPU)
+  --heartbeat_timeout S         a silent process counts as dead after S seconds (20)
 
 Exit codes: 0 done, 1 a jaxcnn error (bad config, data or checkpoint; training stopped),
 2 a command-line usage error, 130 interrupted."""
@@ -112,6 +116,17 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
         eval_only = flags.DEFINE_bool("eval_only", False, "evaluate only", flag_values=fv)
         allow_change = flags.DEFINE_bool("allow_config_change", False,
                                          "resume with a changed config", flag_values=fv)
+        # Multi-process runs (jax.distributed): every process runs the same command with its
+        # own --process_id; without the three flags a cluster (SLURM, Open MPI, TPU) is
+        # detected, or the run is a single process.
+        coordinator = flags.DEFINE_string("coordinator_address", "", "HOST:PORT of process 0",
+                                          flag_values=fv)
+        num_processes = flags.DEFINE_integer("num_processes", 0, "processes in the run",
+                                             flag_values=fv)
+        process_id = flags.DEFINE_integer("process_id", -1, "this process's index",
+                                          flag_values=fv)
+        heartbeat = flags.DEFINE_integer("heartbeat_timeout", 20, "seconds of silence after "
+                                         "which a process counts as dead", flag_values=fv)
         fv(argv)
     except AttributeError as err:  # ml_collections: an override of a key the config lacks
         from jaxcnn.errors import ConfigError
@@ -129,11 +144,24 @@ def train_main(argv: list[str] | None = None, prog: str = "jaxcnn train") -> int
         print(f"{prog}: error: --workdir DIR is required.", file=sys.stderr)
         return EXIT_USAGE
     config = fv["config"].value
+    multi = False
     try:
+        from jaxcnn.train.distributed import initialize
+
+        multi = initialize(coordinator.value, num_processes.value, process_id.value,
+                           heartbeat_timeout=heartbeat.value)
         apply_free_form_flags(config, pairs)  # --config.model.kwargs.X=... (any X)
         result = _run(config, workdir.value, find.value, eval_only.value, allow_change.value)
     except JaxcnnError as err:
-        return fail(err)
+        code = fail(err)
+        if multi:
+            # jax.distributed's exit waits at a barrier for every process (and aborts when
+            # one is gone): leave at once, the error above the last word.
+            import os
+
+            sys.stdout.flush()
+            os._exit(code)
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume from the latest "
               "checkpoint.", file=sys.stderr)

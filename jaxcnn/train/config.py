@@ -73,6 +73,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.contrast = 0.0
     c.data.saturation = 0.0
     c.data.ten_crop = False  # test on AlexNet's ten crop_size patches (softmax averaged)
+    # The host input pipeline (jaxcnn.data.stream: grain workers decode and augment), used by
+    # streamed sources: data.source=records (`jaxcnn prepare`), tfds or folder with
+    # on_device=off (or a folder too large to decode into memory). There crop_padding, flip
+    # and resized_crop run on the host (RandomResizedCrop from the decoded image), the other
+    # augmentations on the device; the output side is resized_crop or image_size.
+    c.data.eval_resize = 0  # eval: Resize(shorter side) then CenterCrop(the output side)
+    c.data.workers = -1  # decode processes per host (-1 auto, 0 = a plain loop in the trainer)
+    c.data.jpeg_draft = True  # decode large JPEGs at 1/2-1/8 scale when the output is smaller
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
@@ -272,6 +280,8 @@ _RANGES: dict[str, tuple[float, float | None, str]] = {
     "data.cutout": (0, None, "the side of the cutout square in pixels (0 = off)"),
     "data.max_examples": (0, None, "training examples (0 = all)"),
     "data.eval_batch_size": (0, None, "examples per eval batch (0 = data.batch_size)"),
+    "data.eval_resize": (0, None, "the shorter side before the centre crop (0 = image_size)"),
+    "data.workers": (-1, 256, "input worker processes (-1 = auto, 0 = none)"),
     "optimizer.lr": (0.0, None, "the peak learning rate"),
     "optimizer.weight_decay": (0.0, None, "the decay coefficient"),
     "optimizer.clip_norm": (0.0, None, "the global gradient norm limit (0 = off)"),
@@ -311,6 +321,17 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
                           f"{config.data.channels!r}.")
     if config.data.image_size:
         check_image_size(config, (config.data.image_size, config.data.image_size))
+    _check_host_transforms(config.data)
+
+
+def _check_host_transforms(data: ml_collections.ConfigDict) -> None:
+    """ConfigError for host-pipeline settings that cannot work: an eval resize smaller than
+    the centre crop (the output side: resized_crop or image_size)."""
+    side = data.resized_crop or data.image_size
+    if data.eval_resize and data.eval_resize < side:
+        raise ConfigError(f"data.eval_resize={data.eval_resize} is smaller than the centre "
+                          f"crop ({side}, data.resized_crop or data.image_size); use e.g. "
+                          f"{round(side / 0.875)} (the 256/224 ratio).")
 
 
 def check_image_size(config: ml_collections.ConfigDict, size: tuple[int, int]) -> None:

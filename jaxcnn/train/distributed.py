@@ -81,11 +81,22 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+def barrier(name: str, timeout: float = 1800.0) -> None:
+    """Wait until every process reaches `name` (no-op in a single-process run). Called before
+    a run's first collectives: processes load data and compile at different speeds, and the
+    CPU collectives' (Gloo's) set-up gives up after 30 s."""
+    if jax.process_count() < 2:
+        return
+    from jax._src import distributed as jax_distributed
+
+    jax_distributed.global_state.client.wait_at_barrier(f"jaxcnn/{name}", int(timeout * 1000))
+
+
 def _looks_like_peer_loss(err: BaseException) -> bool:
     text = f"{type(err).__name__}: {err}"
     return any(s in text for s in ("Gloo", "gloo", "Connection closed by peer",
                                    "coordination service", "Socket closed", "NCCL",
-                                   "heartbeat", "DEADLINE_EXCEEDED", "Barrier"))
+                                   "heartbeat", "DEADLINE_EXCEEDED", "Barrier", "barrier"))
 
 
 def lost_processes(wait: float = 3.0) -> list[int] | None:
@@ -128,4 +139,4 @@ def peer_failure(err: BaseException) -> TrainingError | None:
     )
 
 
-__all__ = ["initialize", "is_writer", "lost_processes", "peer_failure"]
+__all__ = ["barrier", "initialize", "is_writer", "lost_processes", "peer_failure"]

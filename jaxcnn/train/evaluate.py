@@ -35,12 +35,15 @@ def _predictions(run: Run, state: TrainState, split: str, limit: int | None = No
     predictor = Evaluator(run, make_predict_step(run.model, run.task, run.augment,
                                                  tta=run.config.data.tta))
     preds, n = [], len(getattr(run.splits, split)) if limit is None else limit
-    for batch in predictor.batches(split):
-        logits = predictor.call(state, batch)
-        preds.append(np.asarray(jnp.argmax(logits, -1) if logits.shape[-1] > 1
-                                else (logits[..., 0] > 0).astype(jnp.int32)))
-        if sum(len(p) for p in preds) >= n:
-            break
+    try:
+        for batch in predictor.batches(split):
+            logits = predictor.call(state, batch)
+            preds.append(np.asarray(jnp.argmax(logits, -1) if logits.shape[-1] > 1
+                                    else (logits[..., 0] > 0).astype(jnp.int32)))
+            if sum(len(p) for p in preds) >= n:
+                break
+    finally:
+        predictor.close()
     return np.concatenate(preds)[:n]
 
 
@@ -69,10 +72,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | os.Pat
         ckpt.manager.close()
     evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,
                                               tta=run.config.data.tta))
-    result = {"step": step, **{f"test_{k}": v for k, v in evaluator.metrics(state, "test").items()}}
+    try:
+        metrics = evaluator.metrics(state, "test")
+    finally:
+        evaluator.close()
+    result = {"step": step, **{f"test_{k}": v for k, v in metrics.items()}}
     if run.task.reports_confusion:
         k = run.splits.num_classes
-        matrix = confusion_matrix(run.splits.test.arrays["label"],
+        matrix = confusion_matrix(np.asarray(run.splits.test.arrays["label"]),
                                   _predictions(run, state, "test"), k)
         names = list(run.splits.class_names) or [str(i) for i in range(k)]
         monitor.plot_confusion(matrix, names, workdir / "confusion.png")

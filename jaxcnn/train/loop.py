@@ -5,6 +5,7 @@ state -> compiled step -> checkpoints and logs."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -15,7 +16,14 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxcnn.data.pipeline import make_feeder, replicated, train_batches, train_indices
+from jaxcnn.data.pipeline import (
+    StreamData,
+    batch_at,
+    is_streamed,
+    make_feeder,
+    replicated,
+    train_batches,
+)
 from jaxcnn.data.sources import Splits
 from jaxcnn.errors import ConfigError
 from jaxcnn.train import monitor
@@ -30,6 +38,7 @@ from jaxcnn.train.actions import (
 from jaxcnn.train.averaging import lookahead_from_config
 from jaxcnn.train.checkpoint import Checkpointer, save_run_info
 from jaxcnn.train.config import validate_config
+from jaxcnn.train.distributed import barrier, peer_failure
 from jaxcnn.train.optim import current_lr, make_optimizer, set_plateau_scale
 from jaxcnn.train.run import Evaluator, Run, eval_metric_names, initial_state, setup
 from jaxcnn.train.state import TrainState
@@ -97,21 +106,30 @@ def _fit(config: ml_collections.ConfigDict, workdir: Path, data: Splits | None,
     state = initial_state(run, tx)
     ckpt = Checkpointer(workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
                         best_metric=run.task.best_metric, best_mode=run.task.best_mode,
-                        async_save=config.checkpoint.async_save)
+                        async_save=config.checkpoint.async_save,
+                        data=is_streamed(run.splits.train))
     try:
         return _train(run, state, tx, schedule, ckpt, workdir, preemption, changes, t_start)
+    except Exception as err:
+        lost = peer_failure(err)  # a multi-process run whose peer died: name it
+        if lost is not None:
+            raise lost from err
+        raise
     finally:
         ckpt.close()
 
 
-def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
+def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path, feeder: Any
             ) -> tuple[TrainState, dict, int | None]:
     """The newest good checkpoint's state, metadata and step (damaged ones are named and set
-    aside), or the fresh state, no metadata and None."""
+    aside), or the fresh state, no metadata and None; a streamed `feeder` continues from the
+    checkpoint's input-pipeline state."""
     found = ckpt.restore_good(state, run.mesh)
     if found is None:
         return state, {}, None
     step, state, meta = found
+    if isinstance(feeder, StreamData):
+        feeder.restore(ckpt.read_data(step), step)
     spe = run.steps_per_epoch
     if meta.get("steps_per_epoch") != spe:
         raise ConfigError(
@@ -128,9 +146,23 @@ def _resume(run: Run, state: TrainState, ckpt: Checkpointer, workdir: Path
 
 def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpointer,
            workdir: Path, preemption: Preemption, changes: dict, t_start: float) -> dict:
+    with contextlib.ExitStack() as cleanup:
+        feeder = make_feeder(run.splits.train, run.mesh, run.on_device())
+        if isinstance(feeder, StreamData):
+            cleanup.callback(feeder.close)  # stop the input worker processes
+        evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,
+                                                  tta=run.config.data.tta))
+        cleanup.callback(evaluator.close)
+        return _train_with(run, state, tx, schedule, ckpt, workdir, preemption, changes,
+                           t_start, feeder, evaluator)
+
+
+def _train_with(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpointer,
+                workdir: Path, preemption: Preemption, changes: dict, t_start: float,
+                feeder: Any, evaluator: Evaluator) -> dict:
     config, spe, bs = run.config, run.steps_per_epoch, run.config.data.batch_size
     control = EpochControl.from_config(config, run.task, lambda: eval_metric_names(run))
-    state, meta, resumed_at = _resume(run, state, ckpt, workdir)
+    state, meta, resumed_at = _resume(run, state, ckpt, workdir, feeder)
     history = list(meta.get("history", []))
     control.load_state_dict(meta.get("epoch_control", {}))
     record_config(workdir, config, changes, resumed_at)  # once the resume has worked
@@ -144,9 +176,6 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
                                freeze_stats=frozen_stats,
                                eval_forward=config.transfer.freeze == "linear_probe",
                                lookahead=lookahead_from_config(config, total_steps))
-    feeder = make_feeder(run.splits.train, run.mesh, run.on_device())
-    evaluator = Evaluator(run, make_eval_step(run.model, run.task, run.augment,
-                                              tta=config.data.tta))
     step = int(jax.device_get(state.step))
     n_train = len(run.splits.train)
 
@@ -158,15 +187,19 @@ def _train(run: Run, state: TrainState, tx: Any, schedule: Any, ckpt: Checkpoint
         print(f"{workdir}: the run is complete ({done}, step {step}); nothing to train. "
               "Reporting its best checkpoint on the test split.", file=sys.stderr, flush=True)
     else:
-        first = train_indices(config.seed, step // spe, step % spe, n_train, bs)
         t0 = time.perf_counter()
         with monitor.phase("compiling the train step"):
-            compiled = jit_train_step(train_fn, run.mesh).lower(
-                state, feeder.batch(first)).compile()
+            first = batch_at(feeder, seed=config.seed, step=step, n=n_train, batch_size=bs)
+            compiled = jit_train_step(train_fn, run.mesh).lower(state, first).compile()
+            del first
         compile_seconds = time.perf_counter() - t0
+        barrier("compiled")  # the first step's all-reduce finds every process ready
 
-    save = lambda s, st, metrics=None: ckpt.save(s, st, _meta(run, s, history, control),
-                                                 metrics=metrics)
+    def save(s: int, st: TrainState, metrics: dict | None = None) -> None:
+        # A streamed run's checkpoint also holds where its input pipeline stands.
+        data = feeder.consumed if isinstance(feeder, StreamData) else None
+        ckpt.save(s, st, _meta(run, s, history, control), metrics=metrics, data=data)
+
     check = FiniteCheck(run, train_fn, feeder)
     progress = Progress(run, check)
     step_actions = [progress, StepCheckpoint(run, check, save)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from jaxcnn.data.pipeline import make_feeder, train_indices
+from jaxcnn.data.pipeline import batch_at, make_feeder
 from jaxcnn.data.sources import Splits
 from jaxcnn.train import monitor
 from jaxcnn.train.optim import make_optimizer
@@ -42,12 +42,13 @@ def _lr_find(config: ml_collections.ConfigDict, workdir: Path, data: Splits | No
     train_fn = make_train_step(run.model, run.task, tx, run.augment, run.steps_per_epoch)
     feeder = make_feeder(run.splits.train, run.mesh)
     step_fn = jit_train_step(train_fn, run.mesh)
-    bs, spe = config.data.batch_size, run.steps_per_epoch
+    bs = config.data.batch_size
     lrs, raw, smooth = [], [], []
     avg, best = 0.0, math.inf
-    for step in range(n):
-        idx = train_indices(config.seed, step // spe, step % spe, len(run.splits.train), bs)
-        state, metrics = step_fn(state, feeder.batch(idx))
+    for step in range(n):  # (a streamed split's batches are made here, without workers)
+        batch = batch_at(feeder, seed=config.seed, step=step, n=len(run.splits.train),
+                         batch_size=bs)
+        state, metrics = step_fn(state, batch)
         loss = float(metrics["loss"])  # the mean loss of the batch
         lrs.append(float(schedule(step)))
         raw.append(loss)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.train.distributed import is_writer
+
 COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
 
 
@@ -67,6 +69,8 @@ class EpochTable:
 
     def row(self, record: dict[str, Any]) -> None:
         """Print one epoch's row."""
+        if not is_writer():  # a multi-process run logs from process 0 only
+            return
         names = ("epoch", "train_loss", "valid_loss", self.metric, "time")
         if not self._header:
             print("  ".join(f"{n:>10s}" for n in names), file=self.stream, flush=True)
@@ -84,6 +88,8 @@ class EpochTable:
 
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     """Rewrite `path` with one JSON object per line (atomic replace)."""
+    if not is_writer():  # a multi-process run logs from process 0 only
+        return
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w") as f:
         for rec in records:
@@ -93,6 +99,8 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line."""
+    if not is_writer():  # a multi-process run logs from process 0 only
+        return
     with open(path, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -108,6 +116,8 @@ def _pyplot():
 
 def plot_curves(history: list[dict], path: str | os.PathLike, metric: str = "accuracy") -> None:
     """Loss and `metric` vs epoch, train and valid, side by side."""
+    if not is_writer():
+        return
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -127,6 +137,8 @@ def plot_curves(history: list[dict], path: str | os.PathLike, metric: str = "acc
 def plot_lr_find(lrs: list[float], losses: list[float], suggested: float,
                  path: str | os.PathLike) -> None:
     """fast.ai's lr_find plot: smoothed loss vs learning rate (log x), suggestion marked."""
+    if not is_writer():
+        return
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(lrs, losses)
@@ -143,6 +155,8 @@ def plot_lr_find(lrs: list[float], losses: list[float], suggested: float,
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | os.PathLike) -> None:
     """Row-normalized confusion matrix (true class vs predicted) as a heat map."""
+    if not is_writer():
+        return
     plt = _pyplot()
     n = len(matrix)
     norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)

@@ -22,6 +22,7 @@ from jaxcnn.data.augment import Augment, random_flip
 from jaxcnn.data.pipeline import (
     check_batch_size,
     eval_batches,
+    is_streamed,
     make_feeder,
     make_mesh,
     replicated,
@@ -32,6 +33,7 @@ from jaxcnn.errors import ConfigError
 from jaxcnn.models import create_model, get_model_spec, model_options
 from jaxcnn.train import monitor
 from jaxcnn.train.config import check_image_size, validate_config
+from jaxcnn.train.distributed import barrier
 from jaxcnn.train.state import TrainState, create_state
 from jaxcnn.train.steps import jit_eval_step
 from jaxcnn.train.tasks import Task, get_task
@@ -147,7 +149,19 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
     if config.bf16:
         kwargs["dtype"] = jnp.bfloat16  # compute only: param_dtype stays float32
     model = create_model(config.model.name, **kwargs)
-    augment = Augment.from_config(config.data)
+    streamed = is_streamed(splits.train)
+    modes = (config.data.padding_mode, config.data.flip_mode)
+    if streamed and (config.data.crop_size or config.data.ten_crop
+                     or (modes != ("constant", "random")
+                         and (config.data.crop_padding or config.data.flip))):
+        raise ConfigError(
+            f"the host input pipeline of {splits.name!r} (a streamed source) crops with "
+            "data.resized_crop or data.crop_padding (zero padding) and flips at random; "
+            f"data.crop_size / data.ten_crop / data.padding_mode={modes[0]!r} / "
+            f"data.flip_mode={modes[1]!r} run on the device only: use an in-memory source "
+            "for them, or the host's crops."
+        )
+    augment = Augment.from_config(config.data, on_host=streamed)
     if (config.data.tta or augment.ten_crop) and not task.reports_confusion:
         raise ConfigError(
             f"data.tta / data.ten_crop average class scores over views of each image; the "
@@ -155,6 +169,7 @@ def setup(config: ml_collections.ConfigDict, *, data: Splits | None = None,
             "need mirroring back). Set data.tta=0 and data.ten_crop=False for it."
         )
     example = _example(splits, augment)
+    barrier("setup")  # every process has its data and model before the first collective
     rngs = {"params": jax.random.PRNGKey(config.seed),
             "dropout": jax.random.PRNGKey(config.seed + 1)}
     # train=True creates the layers that only exist in training (auxiliary heads).
@@ -249,6 +264,7 @@ def initial_state(run: Run, tx: optax.GradientTransformation, mesh: Any = None) 
     variables = jax.device_get(run.variables) if mesh is not None else run.variables
     state = create_state(variables, tx, run.config.seed, sum_keys(run),
                          lookahead=run.config.lookahead.period > 0)
+    barrier("initial_state")
     return jax.device_put(state, replicated(run.mesh if mesh is None else mesh))
 
 
@@ -260,14 +276,15 @@ class Evaluator:
         self.jitted = jit_eval_step(step_fn, run.mesh)
         self.compiled = None
         self.compile_seconds = 0.0
-        self.feeders: dict[str, Any] = {}
+        self.feeders: dict[int, Any] = {}
 
     def batches(self, split: str) -> Iterator[dict]:
         """Padded, weighted eval batches of `split` (valid or test)."""
         source = getattr(self.run.splits, split)
-        if split not in self.feeders:
-            self.feeders[split] = make_feeder(source, self.run.mesh, self.run.on_device())
-        return eval_batches(self.feeders[split], len(source), self.run.eval_batch_size)
+        key = id(source)  # valid is often the test split itself: one feeder (and stream)
+        if key not in self.feeders:
+            self.feeders[key] = make_feeder(source, self.run.mesh, self.run.on_device())
+        return eval_batches(self.feeders[key], len(source), self.run.eval_batch_size)
 
     def call(self, state: TrainState, batch: dict) -> Any:
         """The compiled step on one batch."""
@@ -276,6 +293,13 @@ class Evaluator:
             self.compiled = self.jitted.lower(state, batch).compile()
             self.compile_seconds = time.perf_counter() - t0
         return self.compiled(state, batch)
+
+    def close(self) -> None:
+        """Stop the input worker processes of streamed splits."""
+        for feeder in self.feeders.values():
+            if hasattr(feeder, "close"):
+                feeder.close()
+        self.feeders.clear()
 
     def metrics(self, state: TrainState, split: str) -> dict[str, float]:
         """Summarized metrics of the whole split (`Task.reduce` of the per-batch outputs)."""

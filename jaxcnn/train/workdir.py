@@ -149,7 +149,12 @@ def check_config(workdir: Path, config: ml_collections.ConfigDict, *,
 def record_config(workdir: Path, config: ml_collections.ConfigDict,
                   changes: dict[str, tuple[Any, Any]], resumed_at: int | None) -> None:
     """Write the run's config to WORKDIR/config.json; when a resumed run changed it (see
-    `check_config`), first append the changes to config_history.jsonl."""
+    `check_config`), first append the changes to config_history.jsonl. Process 0 of a
+    multi-process run writes; the others return."""
+    from jaxcnn.train.distributed import is_writer
+
+    if not is_writer():
+        return
     if changes and resumed_at is not None:
         refused = [k for k in changes if not resumable(k)]
         entry = {"time": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -1,0 +1,129 @@
+"""Training through the host pipeline: `data.source=records` trains with host-side
+RandomResizedCrop + flip, checkpoints carry the pipeline's grain state, and a run resumed from
+them ends bit-identical to an uninterrupted one; streamed folders and tfds splits are the
+same pipeline; bad combinations fail at start-up naming the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from image_tree import make_tree
+from reliability_helpers import read_checkpoint, without_timing
+from train_helpers import tiny_config
+
+from jaxcnn.data import load_data, make_feeder, make_mesh
+from jaxcnn.data.pipeline import StreamData, eval_batches
+from jaxcnn.data.records import prepare
+from jaxcnn.data.stream import LazyImages
+from jaxcnn.errors import ConfigError, DatasetError
+from jaxcnn.train import fit
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("tree"), n_train=12, n_test=4, sizes_vary=True)
+
+
+@pytest.fixture(scope="module")
+def records(tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec") / "records"
+    prepare(tree, out, examples_per_shard=10, workers=1)
+    return out
+
+
+def records_config(path, **data):
+    config = tiny_config("small_cnn")
+    config.data.source = "records"
+    config.data.path = str(path)
+    config.data.max_examples = 0
+    config.data.resized_crop = 16  # on the host: RandomResizedCrop from the decoded image
+    config.data.eval_resize = 18
+    config.data.flip = True
+    config.data.workers = 0
+    config.data.batch_size = 12  # 36 images: 3 steps per epoch
+    config.checkpoint.every_steps = 2
+    config.checkpoint.keep = 20
+    for key, value in data.items():
+        config.data[key] = value
+    return config
+
+
+def _fit(config, workdir):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fit(config, workdir)
+
+
+def test_records_train_and_resume_bit_identical_from_the_pipeline_state(records, tmp_path):
+    config = records_config(records)
+    config.num_epochs = 2
+    whole = _fit(config, tmp_path / "whole")
+    assert whole["steps"] == 6 and whole["devices"] == 4
+    data = tmp_path / "whole" / "checkpoints" / "2" / "data" / "process_0-of-1.json"
+    saved = json.loads(data.read_text())
+    assert saved["position"] == 2 and saved["grain"] == {"next_index": 2}
+
+    config.num_epochs = 1
+    _fit(config, tmp_path / "resumed")
+    config.num_epochs = 2
+    resumed = _fit(config, tmp_path / "resumed")  # continues at step 3 from the saved state
+    assert resumed["steps"] == 6
+    want, got = read_checkpoint(tmp_path / "whole", 6), read_checkpoint(tmp_path / "resumed", 6)
+    assert sorted(want) == sorted(got)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key, strict=True)
+    records_of = lambda w: [without_timing(json.loads(line))
+                            for line in (w / "metrics.jsonl").read_text().splitlines()]
+    assert records_of(tmp_path / "resumed") == records_of(tmp_path / "whole")
+
+
+def test_streamed_folder_gives_the_in_memory_pixels(tree, tmp_path):
+    common = {"source": "folder", "path": str(tree), "cache_dir": str(tmp_path / "cache"),
+              "image_size": 20, "eval_resize": 20}
+    streamed = load_data({**common, "on_device": "off"})
+    assert isinstance(streamed.test.arrays["image"], LazyImages)
+    feeder = make_feeder(streamed.test, make_mesh())
+    assert isinstance(feeder, StreamData)
+    try:
+        batches = list(eval_batches(feeder, len(streamed.test), 8))
+    finally:
+        feeder.close()
+    images = np.concatenate([np.asarray(b["image"]) for b in batches])[:12]
+    weights = np.concatenate([np.asarray(b["weight"]) for b in batches])
+    np.testing.assert_array_equal(weights, [1] * 12 + [0] * 4)
+    labels = np.concatenate([np.asarray(b["label"]) for b in batches])[:12]
+    np.testing.assert_array_equal(labels, streamed.test.arrays["label"])
+    # The eval transform is Resize(20) + CenterCrop(20): the test images are 24x32, so the
+    # streamed pixels are the centre of the resized image, as the decoded array's own crop.
+    direct = np.stack([np.asarray(streamed.test.arrays["image"][i]) for i in range(12)])
+    np.testing.assert_array_equal(images, direct[:, 0])
+
+
+def test_device_only_augmentations_are_refused_for_a_streamed_source(records):
+    config = records_config(records, crop_size=12)
+    with pytest.raises(ConfigError, match="host input pipeline .* crop_size"):
+        fit(config, "/nonexistent/never-written")
+
+
+def test_a_record_directory_of_another_dataset_is_refused(records, tmp_path):
+    config = records_config(records, name="imagenet2012")
+    with pytest.raises(DatasetError, match=r"holds dataset 'tree\d*' .* config.data.name is "
+                                           r"'imagenet2012'"):
+        fit(config, tmp_path / "w")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("resized_crop_scale", (0.5, 0.1), "resized_crop_scale"),
+    ("eval_resize", 10, "smaller than the centre crop"),
+    ("workers", -2, "data.workers"),
+])
+def test_bad_host_pipeline_settings_fail_at_start_up(records, key, value, match):
+    from jaxcnn.train.config import validate_config
+
+    config = records_config(records)
+    config.data[key] = value
+    with pytest.raises(ConfigError, match=match):
+        validate_config(config)
