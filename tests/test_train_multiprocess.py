@@ -75,7 +75,8 @@ def flags(tmp_path_factory):
     tree = make_tree(root / "tree", n_train=12, n_test=4, sizes_vary=True)
     prepare(tree, root / "records", examples_per_shard=10, workers=1)
     return ("--config.data.source=records", f"--config.data.path={root / 'records'}",
-            "--config.data.max_examples=0", "--config.data.channels=3",
+            "--config.data.max_examples=0", "--config.data.valid_fraction=0.0",
+            "--config.data.channels=3",
             "--config.data.resized_crop=16", "--config.data.eval_resize=18",
             "--config.data.workers=0",
             "--config.data.batch_size=16", f"--config.num_epochs={EPOCHS}",

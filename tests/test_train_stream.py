@@ -40,6 +40,7 @@ def records_config(path, **data):
     config.data.source = "records"
     config.data.path = str(path)
     config.data.max_examples = 0
+    config.data.valid_fraction = 0.0  # validate on the test split
     config.data.resized_crop = 16  # on the host: RandomResizedCrop from the decoded image
     config.data.eval_resize = 18
     config.data.flip = True
