@@ -192,7 +192,10 @@ def test_interrupted_run_is_bit_identical_to_an_uninterrupted_one(chain, pipelin
     reference = pipeline_reference
     final = chain["final"]
     assert chain["random_kill"]["rc"] in (-signal.SIGKILL, 0)
-    assert without_timing(final["result"]) == without_timing(reference["result"])
+    # A random kill that lands after the last save leaves a finished run, which the rerun
+    # only reports (already_complete): the same results either way.
+    got = {k: v for k, v in without_timing(final["result"]).items() if k != "already_complete"}
+    assert got == without_timing(reference["result"])
     assert final["records"] == reference["records"]  # every epoch's train/valid metrics
     want, got = reference["final"], final["final"]
     assert sorted(got) == sorted(want)
