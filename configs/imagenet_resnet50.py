@@ -27,8 +27,7 @@ def get_config():
     config.data.name = "imagenet2012"
     config.data.test_split = "validation"
     config.data.on_device = "off"  # 1.28 M images: the host pipeline streams them
-    config.data.image_size = 224
-    config.data.random_resized_crop = True  # scale (0.08, 1), ratio (3/4, 4/3)
+    config.data.resized_crop = 224  # RandomResizedCrop: scale (0.08, 1), ratio (3/4, 4/3)
     config.data.flip = True
     config.data.eval_resize = 256
     config.data.mean = IMAGENET_MEAN

@@ -140,8 +140,8 @@ def test_imagenet_recipe_is_torchvisions_classic():
     assert (config.num_epochs, config.optimizer.name, config.optimizer.momentum) == (90, "sgd", 0.9)
     assert config.optimizer.weight_decay == 1e-4 and config.optimizer.decay_all
     assert tuple(config.schedule.milestones) == (30, 60) and config.schedule.gamma == 0.1
-    assert (config.data.image_size, config.data.eval_resize) == (224, 256)
-    assert config.data.random_resized_crop and config.data.flip
+    assert (config.data.resized_crop, config.data.eval_resize) == (224, 256)
+    assert tuple(config.data.resized_crop_scale) == (0.08, 1.0) and config.data.flip
     assert config.optimizer.lr == pytest.approx(0.1)
     config.data.batch_size = 1024  # as --config.data.batch_size=1024 does: lr follows
     assert config.optimizer.lr == pytest.approx(0.4)
