@@ -104,8 +104,8 @@ def test_streamed_folder_gives_the_in_memory_pixels(tree, tmp_path):
 
 
 def test_device_only_augmentations_are_refused_for_a_streamed_source(records):
-    config = records_config(records, crop_size=12)
-    with pytest.raises(ConfigError, match="host input pipeline .* crop_size"):
+    config = records_config(records, crop_size=12, resized_crop=0, image_size=16)
+    with pytest.raises(ConfigError, match="host input pipeline.*data.crop_size"):
         fit(config, "/nonexistent/never-written")
 
 
