@@ -95,6 +95,11 @@ def test_label_names_and_drawn_detections(tmp_path):
     drawn = np.asarray(Image.open(tmp_path / "out" / "x.png"))
     assert drawn.shape == (60, 80, 3)
     assert drawn[30, 10].any() and not drawn[30, 30].any()  # the box edge, not its inside
+    draw(image, found, ["__background__", "raccoon"], tmp_path / "small.png", max_side=40,
+         colors=16)  # fmt: skip
+    small = Image.open(tmp_path / "small.png")
+    assert small.size == (40, 30) and small.mode == "P"
+    assert np.asarray(small.convert("RGB"))[15, 5].any()  # the edge moved with the scale
 
 
 def _tree(root: Path, n: int = 16) -> None:

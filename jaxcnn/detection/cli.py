@@ -32,25 +32,35 @@ def label_names(num_classes: int, class_names: tuple[str, ...]) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def draw(image: np.ndarray, detections: dict, names: list[str], path: Path) -> None:
-    """Save `image` (uint8 HWC) with each detection's box and "label score" as a PNG."""
+def draw(image: np.ndarray, detections: dict, names: list[str], path: Path, *,
+         max_side: int = 0, colors: int = 0) -> None:  # fmt: skip
+    """Save `image` (uint8 HWC) with each detection's box and "label score" as a PNG, scaled
+    down to `max_side` pixels on its longest side and to a `colors`-color palette when set
+    (small files for documents)."""
     from PIL import Image, ImageDraw
 
     canvas = Image.fromarray(image)
+    scale = 1.0
+    if max_side and max(canvas.size) > max_side:
+        scale = max_side / max(canvas.size)
+        canvas = canvas.resize((max(1, round(canvas.size[0] * scale)),
+                                max(1, round(canvas.size[1] * scale))), Image.LANCZOS)
     pen = ImageDraw.Draw(canvas)
-    width = max(2, round(max(image.shape[:2]) / 250))
+    width = max(2, round(max(canvas.size) / 250))
     for box, score, label in zip(detections["boxes"], detections["scores"],
                                  detections["labels"], strict=True):  # fmt: skip
         color = COLORS[int(label) % len(COLORS)]
-        x1, y1, x2, y2 = (float(v) for v in box)
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
         pen.rectangle((x1, y1, x2, y2), outline=color, width=width)
         text = f"{names[int(label)]} {score:.2f}"
         left, top, right, bottom = pen.textbbox((x1, y1), text)
         y = max(0.0, y1 - (bottom - top) - 2)
         pen.rectangle((x1, y, x1 + right - left + 4, y + bottom - top + 2), fill=color)
         pen.text((x1 + 2, y), text, fill=(255, 255, 255))
+    if colors:
+        canvas = canvas.quantize(colors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    canvas.save(path, optimize=True)
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict, list[str]]:
@@ -88,7 +98,7 @@ def _detect_images(args: argparse.Namespace) -> int:
             for b, s, lab in zip(found["boxes"], found["scores"], found["labels"], strict=True)]}
         if out is not None:
             target = out / f"{Path(path).stem}.png"
-            draw(pixels, found, names, target)
+            draw(pixels, found, names, target, max_side=args.max_side, colors=args.colors)
             record["drawn"] = str(target)
         print(json.dumps(record), flush=True)
     return 0
@@ -158,6 +168,10 @@ def add_commands(subparsers: Any) -> None:
                    help="model name when --weights is not a workdir (e.g. fasterrcnn_resnet50_fpn)")
     p.add_argument("--threshold", type=float, default=0.5, help="lowest score shown (0.5)")
     p.add_argument("--out", default=None, help="directory for the drawn PNGs")
+    p.add_argument("--max-side", type=int, default=0,
+                   help="scale the drawn PNGs down to this many pixels on the longest side")
+    p.add_argument("--colors", type=int, default=0,
+                   help="save the drawn PNGs with a palette of this many colors (smaller files)")
     p.add_argument("--eval", default=None, metavar="VOC_ROOT",
                    help="score the detector on this VOC-format tree instead")
     p.add_argument("--split", default="test", help="the --eval split (test)")
