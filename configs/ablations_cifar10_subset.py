@@ -8,9 +8,9 @@ The variant is `key=value[,key=value]` after the config path, e.g.
   init=<initializer>   (jaxcnn.models.initializers: xavier_uniform, he_normal, ...)
   bn=on|off            BatchNorm after every conv (off: the plain network, lr 0.02)
   dropout=<rate>       before each pool and the head
-  early_stop=<n>       stop after n epochs without a better valid_loss (18 epochs at most
+  early_stop=<n>       stop after n epochs without a better valid_loss (12 epochs at most
                        at a constant rate, so that the validation loss can turn up;
-                       early_stop=0: all 18)
+                       early_stop=0: all 12)
 The image folder is --config.data.path=DIR (DIR/train/<class>/*.jpg, DIR/test/...)."""
 
 from . import cifar10_resnet18, default
@@ -61,7 +61,7 @@ def get_config(variant: str = "base"):
     if "dropout" in change:
         config.model.kwargs.dropout = float(change["dropout"])
     if "early_stop" in change:
-        config.num_epochs = 18
+        config.num_epochs = 12
         config.schedule.name = "constant"  # cosine would anneal the overfitting away
         config.early_stopping.metric = "valid_loss"
         config.early_stopping.patience = int(change["early_stop"])
