@@ -143,3 +143,24 @@ def test_vgg_default_init_stays_torchvision_and_override_replaces_it():
                           (8, 8, 64))
     for w in kernels.values():
         assert abs(w.std() - 0.05) < 0.1 * 0.05
+
+
+def test_shared_conv_block_and_googlenet_take_initializers_by_name():
+    from jaxcnn.models.layers import ConvBNAct
+
+    block = ConvBNAct(256, 3, norm=None, kernel_init="he_normal")
+    variables = fast_jit(block.init)(jax.random.key(0), np.zeros((1, 8, 8, 64), np.float32))
+    _normal_ok(np.asarray(variables["params"]["conv"]["kernel"]), math.sqrt(2 / FAN_IN))
+    with pytest.raises(jaxcnn.ConfigError, match="unknown initializer"):  # at construction
+        ConvBNAct(8, kernel_init="he_normall")
+    seen = []
+
+    def record(key, shape, dtype=np.float32):  # an initializer is also any callable
+        seen.append(tuple(shape))
+        return jax.numpy.zeros(shape, dtype)
+
+    model = jaxcnn.create_model("googlenet", num_classes=3, kernel_init=record)
+    abstract = jax.eval_shape(model.init, jax.random.key(0),
+                              jax.ShapeDtypeStruct((1, 15, 15, 3), np.float32))
+    kernels = [v.shape for k, v in flatten_dict(abstract["params"]).items() if k[-1] == "kernel"]
+    assert len(kernels) == 64 and sorted(seen) == sorted(kernels)  # every conv and dense

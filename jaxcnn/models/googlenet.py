@@ -15,7 +15,9 @@ as torchvision's `torchvision/models/googlenet.py`:
 Paper options (off by default, so torchvision's weights keep loading): `inception_5x5=True`
 gives the third branch its true 5x5 kernel (figure 2(b) of the paper), and
 `aux_pool="paper"` pools the auxiliary heads with a 5x5 stride-3 average pool (section 5);
-`activation` swaps ReLU for any name in `jaxcnn.models.activations`. The standalone modules
+`activation` swaps ReLU for any name in `jaxcnn.models.activations`, `kernel_init` the
+N(0, 0.01) conv and linear weights for any name in `jaxcnn.models.initializers`. The
+standalone modules
 `InceptionNaive` (figure 2(a): 1x1, 3x3 and 5x5 convs and a 3x3 max-pool, concatenated) and
 `Inception(..., kernel5=5)` (figure 2(b)) default to the paper's plain conv + ReLU layers.
 
@@ -42,6 +44,12 @@ import numpy as np
 
 from jaxcnn.errors import ConfigError, InputError
 from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    Initializer,
+    InitializerSpec,
+    check_initializers,
+    resolve_initializer,
+)
 from jaxcnn.models.layers import (
     AuxOutputs,
     Classifier,
@@ -168,6 +176,7 @@ class InceptionAux(nn.Module):
     dropout: float = 0.7
     pool: str = "adaptive"
     act: ActivationSpec = "relu"
+    kernel_init: Initializer = weight_init
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -186,7 +195,7 @@ class InceptionAux(nn.Module):
         x = self.conv(128, 1, name="conv")(x)
         x = nn.Dense(
             1024,
-            kernel_init=weight_init,
+            kernel_init=self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="fc1",
@@ -196,7 +205,7 @@ class InceptionAux(nn.Module):
         return classifier_head(
             x,
             self.num_classes,
-            kernel_init=weight_init,
+            kernel_init=self.kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="fc2",
@@ -216,11 +225,13 @@ class GoogLeNet(Classifier):
     inception_5x5: bool = False  # True: the paper's 5x5 kernel in branch 3 (torchvision: 3x3)
     aux_pool: str = "adaptive"  # "paper": avg-pool 5x5 stride 3 in the auxiliary heads
     activation: ActivationSpec = "relu"
+    kernel_init: InitializerSpec = None  # None: torchvision's N(0, 0.01)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
         check_activation(self.activation)
+        check_initializers(self)
         if self.aux_pool not in AUX_POOLS:
             raise ConfigError(f"googlenet aux_pool must be one of {AUX_POOLS}; got "
                               f"{self.aux_pool!r}.")
@@ -236,11 +247,12 @@ class GoogLeNet(Classifier):
         if self.transform_input:
             x = transform_input(x)
         norm = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype, epsilon=1e-3)
+        kernel_init = resolve_initializer(self.kernel_init, weight_init)
         conv = partial(
             ConvBNAct,
             norm=norm,
             act=self.activation,
-            kernel_init=weight_init,
+            kernel_init=kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -265,6 +277,7 @@ class GoogLeNet(Classifier):
                     dropout=self.dropout_aux,
                     pool=self.aux_pool,
                     act=self.activation,
+                    kernel_init=kernel_init,
                     dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=AUX_AFTER[block],
@@ -276,7 +289,7 @@ class GoogLeNet(Classifier):
         out["logits"] = classifier_head(
             x,
             self.num_classes,
-            kernel_init=weight_init,
+            kernel_init=kernel_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="fc",

@@ -18,7 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.errors import InputError
-from jaxcnn.models.activations import ActivationSpec, get_activation
+from jaxcnn.models.activations import ActivationSpec, check_activation, get_activation
+from jaxcnn.models.initializers import (
+    InitializerSpec,
+    check_initializers,
+    resolve_initializer,
+)
 
 ModuleDef = Any
 Dtype = Any
@@ -356,7 +361,8 @@ class ConvBNAct(nn.Module):
     `Conv2dNormActivation` (`norm=None`: conv + activation only; `dilation` > 1: a dilated,
     "atrous" conv whose same-padding is dilation * (kernel - 1) // 2, as torchvision's).
     `act` is a callable or a name from `jaxcnn.models.activations` (a learned one, PReLU,
-    becomes the child "act")."""
+    becomes the child "act"); `kernel_init` a callable or a name from
+    `jaxcnn.models.initializers` (None: flax's LeCun normal)."""
 
     features: int
     kernel_size: int = 3
@@ -366,9 +372,15 @@ class ConvBNAct(nn.Module):
     dilation: int = 1
     norm: ModuleDef | None = BatchNorm
     act: ActivationSpec | None = nn.relu
-    kernel_init: Callable[..., jax.Array] = nn.linear.default_kernel_init
+    kernel_init: InitializerSpec = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        if self.act is not None:
+            check_activation(self.act)
+        check_initializers(self)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -381,7 +393,7 @@ class ConvBNAct(nn.Module):
             kernel_dilation=(self.dilation, self.dilation),
             feature_group_count=self.groups,
             use_bias=False,
-            kernel_init=self.kernel_init,
+            kernel_init=resolve_initializer(self.kernel_init, nn.linear.default_kernel_init),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv",
