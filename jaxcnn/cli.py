@@ -41,6 +41,11 @@ def _list_models(args: argparse.Namespace) -> int:
 
     if args.summary or args.receptive_field:
         return _model_report(args)
+    if args.option:
+        from jaxcnn.errors import ConfigError
+
+        raise ConfigError("--option sets a model option for --summary / --receptive-field, e.g. "
+                          "`jaxcnn models googlenet --summary --option inception_5x5=True`.")
     for name in list_models(args.pattern, task=args.task, pretrained=args.pretrained):
         spec = get_model_spec(name)
         h, w, c = spec.input_shape
@@ -66,10 +71,34 @@ def _model_report(args: argparse.Namespace) -> int:
         if len(shape) != 3:
             raise ConfigError(f"--input-shape must be H,W,C (e.g. 224,224,3); got "
                               f"{args.input_shape!r}.")  # fmt: skip
+    model = args.pattern
+    if args.option:  # e.g. activation=prelu, inception_5x5=True
+        from jaxcnn.models import create_model
+
+        model = create_model(args.pattern, **_model_options(args.option))
     if args.summary:
-        print(summary(args.pattern, shape, args.batch_size))
+        print(summary(model, shape, args.batch_size))
     if args.receptive_field:
-        print(receptive_field(args.pattern, shape))
+        print(receptive_field(model, shape))
+
+
+def _model_options(items: list[str]) -> dict:
+    """{key: value} of KEY=VALUE strings: a Python literal (True, 5, (1, 2)) or else the
+    text itself (prelu, leaky_relu(negative_slope=0.2))."""
+    import ast
+
+    from jaxcnn.errors import ConfigError
+
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--option takes KEY=VALUE (e.g. activation=prelu); got {item!r}.")
+        try:
+            options[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            options[key] = raw
+    return options
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -104,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-layer receptive field, jump and start of model NAME")
     models.add_argument("--input-shape", default=None, help="H,W,C (default: the model's)")
     models.add_argument("--batch-size", type=int, default=1, help="for --summary")
+    models.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model option for --summary / --receptive-field (repeatable), "
+                             "e.g. activation=prelu, inception_5x5=True")
     models.add_argument("--pretrained", action="store_true",
                         help="only models with registered weights")
     models.set_defaults(func=_list_models)

@@ -140,3 +140,18 @@ def test_every_family_builds_with_a_learned_activation(name):
     if hasattr(model, "group_matcher"):  # freezing / per-stage rates still see every module
         groups = match_groups(model.group_matcher(), list(variables["params"]))
         assert sum(len(members) for _, members in groups) == len(variables["params"])
+
+
+def test_cli_summary_builds_the_model_with_the_options_given(capsys):
+    from jaxcnn.cli import main
+
+    base = ["models", "small_cnn", "--summary", "--option", "width=8"]
+    assert main(base + ["--option", "activation=leaky_relu(negative_slope=0.2)"]) == 0
+    assert "Parameters: 18,626" in capsys.readouterr().out
+    assert main(base + ["--option", "activation=prelu"]) == 0  # one learned slope per layer
+    out = capsys.readouterr().out
+    assert "Parameters: 18,632" in out and out.count("PReLU") == 6
+    assert main(base + ["--option", "activation=swishh"]) == 1
+    assert "unknown activation" in capsys.readouterr().err
+    assert main(["models", "small_cnn", "--option", "width=8"]) == 1
+    assert "--summary" in capsys.readouterr().err
