@@ -6,17 +6,20 @@ benchmarks) without importing the training package.
     WORKDIR/run.json             what training resolved: model name and options, num_classes,
                                  input shape, mean/std, class names, the selection metric
     WORKDIR/checkpoints/STEP/    orbax checkpoints: item "state" (the TrainState as a dict of
-                                 arrays) and item "meta" (JSON), validation metrics attached
+                                 arrays) and item "meta" (JSON), validation metrics attached;
+                                 a run on the host input pipeline adds item "data" (each
+                                 process's pipeline state, data/process_I-of-N.json)
 
 The best checkpoint is the one with the best validation metric (`run.json`'s best_metric
 and best_mode; the latest one when no checkpoint has metrics).
 
 Every checkpoint's meta carries the sha256 of each array of its state, written at save time
-(`tree_digests`); restoring recomputes them and checks the parameters and BatchNorm
-statistics are finite (`restore_step`). A step that cannot be restored as saved (garbled or
-missing meta, an emptied directory, a zeroed, deleted or bit-flipped array file) is a
-`CheckpointDamage` naming the step directory and why, and every reader falls back to the
-next older good checkpoint, saying so."""
+(`tree_digests`), and of each process's input-pipeline state file when the run streams its
+data (`data_file_digests`); restoring recomputes them and checks the parameters and
+BatchNorm statistics are finite (`restore_step`). A step that cannot be restored as saved
+(garbled or missing meta, an emptied directory, a zeroed, deleted or bit-flipped array file,
+an edited or missing pipeline state file) is a `CheckpointDamage` naming the step directory
+and why, and every reader falls back to the next older good checkpoint, saying so."""
 
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ CHECKPOINT_DIR = "checkpoints"
 ITEM_NAMES = ("state", "meta")
 DIGESTS = "digests"  # meta key: {"params/conv1/kernel": sha256 hex, ...}
 META_DIGEST = "meta_sha256"  # meta key: sha256 of the rest of the meta (history, digests)
+DATA_ITEM = "data"  # the item holding the host input pipeline's state, one file per process
+DATA_DIGESTS = "data_sha256"  # meta key: {"process_0-of-2.json": sha256 hex of its bytes}
 _FINITE = ("params/", "batch_stats/")  # restored model variables must be finite
 
 
@@ -93,6 +98,45 @@ def verify_meta(meta: dict[str, Any], path: Path) -> None:
     if META_DIGEST in meta and meta[META_DIGEST] != _json_sha256(meta):
         raise CheckpointDamage(path, "its meta/metadata does not match the sha256 written with "
                                      "it (a changed byte that is still valid JSON)")
+
+
+def data_file(process_index: int, process_count: int) -> str:
+    """The name grain's orbax handler gives a process's input-pipeline state file."""
+    return f"process_{process_index}-of-{process_count}.json"
+
+
+def data_file_digests(raw: bytes) -> dict[str, str]:
+    """{file name: sha256} of every process's input-pipeline state file, `raw` being the
+    bytes this process writes (gathered from all processes in a multi-process run: the
+    collective runs where every process saves), for a checkpoint's meta (`verify_data`)."""
+    import jax
+
+    digest = np.frombuffer(hashlib.sha256(raw).digest(), np.uint8)
+    n = jax.process_count()
+    if n > 1:
+        from jax.experimental import multihost_utils
+
+        rows = np.asarray(multihost_utils.process_allgather(digest)).reshape(n, -1)
+    else:
+        rows = digest[None]
+    return {data_file(i, n): bytes(row).hex() for i, row in enumerate(rows)}
+
+
+def verify_data(meta: dict[str, Any], path: Path) -> None:
+    """CheckpointDamage unless every input-pipeline state file the meta lists (all processes'
+    files, so every process of a run takes the same decision) is present with the sha256
+    written at save time (checkpoints without pipeline state list none)."""
+    for name, want in sorted(meta.get(DATA_DIGESTS, {}).items()):
+        f = path / DATA_ITEM / name
+        try:
+            got = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError as err:
+            raise CheckpointDamage(path, f"its input-pipeline state {DATA_ITEM}/{name} is not "
+                                         f"readable ({err.strerror or err})") from None
+        if got != want:
+            raise CheckpointDamage(path, f"its input-pipeline state {DATA_ITEM}/{name} differs "
+                                         "from the sha256 written at save time (an edited or "
+                                         "torn file)")
 
 
 def host_tree(tree: Any) -> Any:
@@ -160,7 +204,8 @@ def restore_step(manager: Any, directory: Path, step: int, state_args: Any = Non
                  ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(state tree, meta without its digests) of checkpoint `step` through the orbax
     `manager` (state_args: an orbax StandardRestore, e.g. with a sharded target; the state
-    is not read when it is None), verified against its digests; CheckpointDamage otherwise."""
+    is not read when it is None), verified against its digests (the state's arrays and the
+    input-pipeline state files with it); CheckpointDamage otherwise."""
     import orbax.checkpoint as ocp
 
     path = directory / str(step)
@@ -173,6 +218,8 @@ def restore_step(manager: Any, directory: Path, step: int, state_args: Any = Non
         if not isinstance(meta, dict):
             raise CheckpointDamage(path, f"its meta is a {type(meta).__name__}, not a dict")
         verify_meta(meta, path)
+        if state_args is not None:
+            verify_data(meta, path)
         tree = dict(restored["state"]) if state_args is not None else None
     except CheckpointDamage:
         raise
@@ -180,7 +227,7 @@ def restore_step(manager: Any, directory: Path, step: int, state_args: Any = Non
         raise CheckpointDamage(path, damage_reason(err, path)) from err
     if tree is not None:
         verify_tree(host_tree(tree), meta, path)
-    return tree, {k: v for k, v in meta.items() if k not in (DIGESTS, META_DIGEST)}
+    return tree, {k: v for k, v in meta.items() if k not in (DIGESTS, META_DIGEST, DATA_DIGESTS)}
 
 
 def first_good(candidates: list[int], restore: Callable[[int], Any], directory: Path,

@@ -1,6 +1,7 @@
 """The in-memory folder source at scale: `data.max_examples` picks its subset from the file
 list BEFORE decoding (10,000 of 60,000 files decode 10,000), and a split whose every image is
-unreadable fails when the data loads, naming the folder and a file (not after an epoch)."""
+unreadable fails when the data loads, naming the folder and a file (not after an epoch), also
+when the folder is streamed by the host pipeline."""
 
 from __future__ import annotations
 
@@ -34,3 +35,15 @@ def test_every_image_of_a_split_unreadable_fails_at_load_naming_it(tmp_path, spl
         f.write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(DatasetError, match=rf"no readable image in .*{split}: all 6 .*\.jpg"):
         load_folder(str(root), cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_streamed_split_whose_images_are_unreadable_fails_at_load_naming_a_file(tmp_path,
+                                                                                 split):
+    root = make_tree(tmp_path / "tree", n_train=2, n_test=2)
+    for f in (root / split).rglob("*.jpg"):
+        f.write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(DatasetError, match=rf"cannot decode image file .*{split}/ant/000\.jpg"
+                                           r".*jaxcnn prepare"):
+        load_data({"source": "folder", "path": str(root), "on_device": "off",
+                   "image_size": 8})

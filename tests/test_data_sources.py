@@ -153,3 +153,23 @@ def test_prefetch_keeps_order_and_reraises_errors():
     assert next(it) == 1
     with pytest.raises(DatasetError, match="disk gone"):
         next(it)
+
+
+def test_prefetch_closed_early_stops_its_thread_and_drops_what_it_read_ahead():
+    import itertools
+
+    from jaxcnn.data.pipeline import Prefetch
+
+    made = []
+
+    def endless():
+        for i in itertools.count():
+            made.append(i)
+            yield i
+
+    ahead = Prefetch(endless(), size=2)
+    it = iter(ahead)
+    assert [next(it), next(it)] == [0, 1]
+    ahead.close()  # the consumer stops early (an error, a preemption)
+    assert not ahead._thread.is_alive() and ahead._queue.empty()
+    assert len(made) <= 2 + 2 + 1  # consumed + queued + the one it held: then it stopped

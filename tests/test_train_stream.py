@@ -15,12 +15,12 @@ from image_tree import make_tree
 from reliability_helpers import read_checkpoint, without_timing
 from train_helpers import tiny_config
 
-from jaxcnn.data import load_data, make_feeder, make_mesh
+from jaxcnn.data import load_data, make_feeder, make_mesh, replicated
 from jaxcnn.data.pipeline import StreamData, eval_batches
 from jaxcnn.data.records import prepare
 from jaxcnn.data.stream import LazyImages
 from jaxcnn.errors import ConfigError, DatasetError
-from jaxcnn.train import fit
+from jaxcnn.train import Checkpointer, create_state, fit
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,16 @@ def test_records_train_and_resume_bit_identical_from_the_pipeline_state(records,
 
     config.num_epochs = 1
     _fit(config, tmp_path / "resumed")
+    # The pipeline state is covered by the checkpoint's digests: an edited one (still valid
+    # JSON) makes step 3 damaged, and the run resumes from step 2 instead.
+    state_file = tmp_path / "resumed" / "checkpoints" / "3" / "data" / "process_0-of-1.json"
+    state_file.write_text(state_file.read_text().replace('"next_index": 3', '"next_index": 1'))
     config.num_epochs = 2
-    resumed = _fit(config, tmp_path / "resumed")  # continues at step 3 from the saved state
+    with pytest.warns(UserWarning, match="3 is damaged: its input-pipeline state"):
+        resumed = _fit(config, tmp_path / "resumed")  # continues from step 2's saved state
     assert resumed["steps"] == 6
+    assert [p.name[:2] for p in (tmp_path / "resumed" / "damaged_checkpoints").iterdir()] == \
+        ["3-"]
     want, got = read_checkpoint(tmp_path / "whole", 6), read_checkpoint(tmp_path / "resumed", 6)
     assert sorted(want) == sorted(got)
     for key in want:
@@ -79,6 +86,47 @@ def test_records_train_and_resume_bit_identical_from_the_pipeline_state(records,
     records_of = lambda w: [without_timing(json.loads(line))
                             for line in (w / "metrics.jsonl").read_text().splitlines()]
     assert records_of(tmp_path / "resumed") == records_of(tmp_path / "whole")
+
+
+def _tiny_state():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    params = {"w": jnp.arange(6, dtype=jnp.float32)}
+    state = create_state({"params": params}, optax.sgd(0.1), 0, ("count",))
+    return jax.device_put(state, replicated(make_mesh()))
+
+
+def _edit(f):
+    f.write_text(f.read_text().replace('"position": 4', '"position": 2'))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (_edit, "differs from the sha256 written at save time"),
+    (lambda f: f.write_text('{"position": 4, "gr'), "differs from the sha256"),
+    (lambda f: f.unlink(), "is not readable"),
+])
+def test_a_damaged_pipeline_state_is_named_and_the_older_checkpoint_restored(
+        tmp_path, damage, reason):
+    state = _tiny_state()
+    ckpt = Checkpointer(tmp_path, keep=5, keep_best=False, async_save=False, data=True)
+    for step in (2, 4):
+        ckpt.save(step, state, {"step": step},
+                  data={"position": step, "grain": {"next_index": step}})
+    ckpt.close()
+    ckpt = Checkpointer(tmp_path, keep=5, keep_best=False, data=True)
+    step, _, meta = ckpt.restore_good(state, make_mesh())  # intact: the newest
+    assert step == 4 and meta == {"step": 4}  # the digests are not part of the meta returned
+    step_dir = tmp_path / "checkpoints" / "4"
+    damage(step_dir / "data" / "process_0-of-1.json")
+    with pytest.warns(UserWarning, match=f"checkpoint {step_dir} is damaged: its "
+                                         f"input-pipeline state data/process_0-of-1.json {reason}"):
+        step, _, meta = ckpt.restore_good(state, make_mesh())
+    assert step == 2 and meta == {"step": 2} and ckpt.all_steps() == [2]
+    assert ckpt.read_data(2) == {"position": 2, "grain": {"next_index": 2}}
+    assert [p.name[:2] for p in (tmp_path / "damaged_checkpoints").iterdir()] == ["4-"]
+    ckpt.close()
 
 
 def test_streamed_folder_gives_the_in_memory_pixels(tree, tmp_path):
@@ -142,6 +190,7 @@ def test_imagenet_recipe_is_torchvisions_classic():
     assert tuple(config.schedule.milestones) == (30, 60) and config.schedule.gamma == 0.1
     assert (config.data.resized_crop, config.data.eval_resize) == (224, 256)
     assert tuple(config.data.resized_crop_scale) == (0.08, 1.0) and config.data.flip
+    assert config.data.valid_fraction == 0.0  # all of train, as torchvision
     assert config.optimizer.lr == pytest.approx(0.1)
     config.data.batch_size = 1024  # as --config.data.batch_size=1024 does: lr follows
     assert config.optimizer.lr == pytest.approx(0.4)

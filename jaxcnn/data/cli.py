@@ -22,8 +22,8 @@ def _prepare(args: argparse.Namespace) -> int:
                    name=args.name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     skipped = meta.get("skipped_all", [])
-    for split, rel, why in skipped[:20]:
-        print(f"skipped unreadable {split}/{rel}: {why}", file=sys.stderr)
+    for _, rel, why in skipped[:20]:  # rel: the path under SRC (it starts with the split)
+        print(f"skipped unreadable {rel}: {why}", file=sys.stderr)
     if len(skipped) > 20:
         print(f"... and {len(skipped) - 20} more unreadable file(s)", file=sys.stderr)
     images = sum(s["num_examples"] for s in meta["splits"].values())

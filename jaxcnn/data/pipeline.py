@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +127,7 @@ class StreamData:
         self._position = 0  # batches _train has handed out
         self._eval_size = 0
         self._eval: Any = None  # the evaluation BatchStream (repeating)
+        self._ahead: weakref.WeakSet[Prefetch] = weakref.WeakSet()  # threads reading ahead
 
     def _layout(self, batch_size: int) -> Any:
         from jaxcnn.data.stream import Layout
@@ -205,7 +207,9 @@ class StreamData:
                 local = next(stream)
                 yield i, shard_batch(local, self.sharding), stream.get_state()
 
-        for i, batch, grain_state in prefetch(gen(), prefetch_size):
+        ahead = Prefetch(gen(), prefetch_size)
+        self._ahead.add(ahead)
+        for i, batch, grain_state in ahead:
             self._position = epoch * steps + i + 1
             self.consumed = {"position": self._position, "grain": grain_state}
             yield i, batch
@@ -228,10 +232,14 @@ class StreamData:
             for _ in range(stream.num_batches):
                 yield shard_batch(next(stream), self.sharding)
 
-        return prefetch(gen())
+        ahead = Prefetch(gen())
+        self._ahead.add(ahead)
+        return iter(ahead)
 
     def close(self) -> None:
-        """Stop the worker processes."""
+        """Stop the threads reading ahead (dropping their batches) and the worker processes."""
+        for ahead in list(self._ahead):
+            ahead.close()
         for stream in (self._train, self._eval):
             if stream is not None:
                 stream.close()
@@ -256,27 +264,71 @@ def batch_at(feeder: Any, *, seed: int, step: int, n: int, batch_size: int
     return feeder.batch(train_indices(seed, step // spe, step % spe, n, batch_size))
 
 
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-    """Run `iterator` (host reads + device transfers) `size` batches ahead in a thread."""
-    q: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
+class Prefetch:
+    """`iterator` (host reads + device transfers) run `size` items ahead in a thread.
+    `close()` (also when the consumer stops iterating) stops the thread and drops what it
+    read ahead: a consumer that stops early (an error, a preemption) leaves no thread
+    blocked forever holding batches, whose shared memory would outlive the run."""
 
-    def worker() -> None:
+    _DONE = object()
+
+    def __init__(self, iterator: Iterator, size: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iterator,), daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _work(self, iterator: Iterator) -> None:
         try:
             for item in iterator:
-                q.put(item)
+                if not self._put(item):
+                    return  # closed: the iterator is dropped with the thread
         except BaseException as err:  # re-raised in the consumer thread
-            q.put(err)
-        q.put(done)
-
-    threading.Thread(target=worker, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is done:
+            self._put(err)
             return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+        self._put(self._DONE)
+
+    def __iter__(self) -> Iterator:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread (waiting up to `timeout` s for its current item) and drop the
+        items read ahead."""
+        self._stop.set()
+        self._drain()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._drain()
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+    """Run `iterator` (host reads + device transfers) `size` batches ahead in a thread."""
+    return iter(Prefetch(iterator, size))
 
 
 def make_feeder(source: Source, mesh: Mesh, on_device: str | bool = "auto",

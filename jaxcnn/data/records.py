@@ -84,6 +84,8 @@ def _check_image(data: bytes) -> str:
         with Image.open(io.BytesIO(data)) as img:
             img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
             img.load()
+    except Image.UnidentifiedImageError:
+        return "not an image format PIL can read"
     except Exception as err:  # PIL raises many types for truncated or corrupt files
         return f"{type(err).__name__}: {err}"
     return ""

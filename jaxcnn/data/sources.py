@@ -387,13 +387,21 @@ def load_folder(
     if stream == "auto":
         stream = _decoded_bytes(listings[train_split][1], image_size, channels) > limit_bytes
     if stream:
-        from jaxcnn.data.stream import FileExamples, LazyImages, transforms_from_config
+        from jaxcnn.data.stream import (
+            FileExamples,
+            LazyImages,
+            LoadExample,
+            transforms_from_config,
+        )
 
         train_t, eval_t = transforms or transforms_from_config({"image_size": image_size,
                                                                  "channels": channels})
         sources = {}
         for split, (_, files, _) in listings.items():
             examples = FileExamples([(str(f), label) for f, label in files])
+            # The files are read while training: decode each split's first one now, so an
+            # unreadable split fails here, not after an epoch (DatasetError naming the file).
+            LoadExample(examples, eval_t, 0)(0, 0)
             sources[split] = Source({
                 "image": LazyImages(examples, train_t, eval_t, workers=workers),
                 "label": np.array([label for _, label in files], np.int32)})

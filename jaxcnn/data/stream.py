@@ -288,6 +288,30 @@ def _shared_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
     return SharedMemoryArray(shape, dtype=dtype)
 
 
+def _flush_shared_memory() -> None:
+    """Wait until grain has unlinked the shared memory of the batches dropped so far: it
+    unlinks on a background thread, which the interpreter's exit would cut short (the
+    segments would then be reported as leaked by multiprocessing's resource tracker)."""
+    import gc
+
+    gc.collect()
+    try:
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+
+        pool = SharedMemoryArray._del_thread_pool
+        if pool is not None:  # one thread, first in first out: this runs after them all
+            pool.apply_async(int).wait(5.0)
+    except Exception:  # grain internals moved: nothing to wait for
+        pass
+
+
+@functools.cache
+def _flush_at_exit() -> None:
+    import atexit
+
+    atexit.register(_flush_shared_memory)
+
+
 def state_for_position(position: int, workers: int) -> dict:
     """grain's iterator state of `source -> batch -> to_iter_dataset -> mp_prefetch(workers)`
     after `position` batches: worker i serves batches i, i + W, ... round-robin. Lets a run
@@ -339,6 +363,7 @@ class BatchStream:
         it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
         if workers:
             _ensure_absl_flags()
+            _flush_at_exit()
             it = it.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=workers, per_worker_buffer_size=buffer_size))
         self.dataset = it

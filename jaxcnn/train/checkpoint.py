@@ -25,9 +25,13 @@ from jaxcnn.data.pipeline import replicated
 from jaxcnn.errors import CheckpointError
 from jaxcnn.rundir import (
     CHECKPOINT_DIR,
+    DATA_DIGESTS,
+    DATA_ITEM,
     RUN_FILE,
     CheckpointDamage,
     damage_reason,
+    data_file,
+    data_file_digests,
     first_good,
     host_tree,
     item_handlers,
@@ -158,13 +162,16 @@ class Checkpointer:
         if step in self.manager.all_steps():
             return
         tree = state_to_tree(state)
+        pipeline = _PipelineState(data) if self.data else None
+        if pipeline is not None:  # every process's pipeline state file is digested too
+            meta = {**meta, DATA_DIGESTS: data_file_digests(pipeline.get_state())}
         # The digests of what is saved go into the same (atomic) checkpoint.
         meta = sealed_meta(meta, host_tree(tree))
         items = {"state": ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
-        if self.data:
+        if pipeline is not None:
             import grain
 
-            items["data"] = grain.checkpoint.CheckpointSave(_PipelineState(data))
+            items[DATA_ITEM] = grain.checkpoint.CheckpointSave(pipeline)
         try:
             self.manager.save(
                 step,
@@ -185,17 +192,17 @@ class Checkpointer:
         import grain
         from jax import process_count, process_index
 
-        name = f"process_{process_index()}-of-{process_count()}.json"
-        if not self.data or not (self.directory / str(step) / "data" / name).exists():
+        name = data_file(process_index(), process_count())
+        if not self.data or not (self.directory / str(step) / DATA_ITEM / name).exists():
             return None
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(
-                data=grain.checkpoint.CheckpointRestore(_PipelineState())))
+            restored = self.manager.restore(step, args=ocp.args.Composite(**{
+                DATA_ITEM: grain.checkpoint.CheckpointRestore(_PipelineState())}))
         except Exception as err:
             raise CheckpointError(f"cannot read the input-pipeline state of checkpoint "
                                   f"{self.directory / str(step)}: {type(err).__name__}: {err}"
                                   ) from err
-        return restored["data"].state
+        return restored[DATA_ITEM].state
 
     def read_meta(self, step: int) -> dict:
         """The JSON `meta` dict saved with `step` (CheckpointDamage if unreadable)."""
@@ -264,7 +271,8 @@ class Checkpointer:
 
 class _PipelineState:
     """What grain's orbax handler saves and restores for us: one process's input-pipeline
-    state as JSON bytes (its protocol for iterators that are not grain's own)."""
+    state as JSON bytes (its protocol for iterators that are not grain's own); the handler
+    writes exactly these bytes, which the checkpoint's meta digests."""
 
     def __init__(self, state: dict | None = None):
         self.state = state
