@@ -126,6 +126,7 @@ def _summary(values: list[float]) -> str:
 
 def bench_pipelines(args: argparse.Namespace) -> list[dict]:
     peer = TorchPeer()
+    print(json.dumps(peer.versions), flush=True)  # torch, torchvision
     rows = []
     try:
         for case in args.cases.split(","):
@@ -220,11 +221,13 @@ def bench_prepare(args: argparse.Namespace) -> dict:
 def main() -> None:
     args = _parse()
     import grain
+    import jax
     import PIL
 
-    info = {"python": platform.python_version(), "grain": grain.__version__ if hasattr(
-        grain, "__version__") else "", "pillow": PIL.__version__, "cpus": os.cpu_count(),
-        "load": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    info = {"python": platform.python_version(), "jax": jax.__version__,
+            "grain": getattr(grain, "__version__", ""), "pillow": PIL.__version__,
+            "cpus": os.cpu_count(), "load": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(info), flush=True)
     results: dict = {"info": info}
     if args.prepare:
