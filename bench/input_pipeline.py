@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -209,6 +210,7 @@ def bench_prepare(args: argparse.Namespace) -> dict:
     summary = json.loads(stdout.strip().splitlines()[-1])
     images = summary["train_examples"] + summary["test_examples"]
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    shutil.rmtree(out.parent)  # the records were written to be timed, not kept
     result = {"command": " ".join(cmd[1:]), "images": images, "seconds": seconds,
               "images_per_s": images / seconds, "cpu_seconds": cpu,
               "images_per_cpu_second": images / cpu, "peak_rss_tree_mib": peak["tree"] / 2**20,
