@@ -78,12 +78,17 @@ class EpochTable:
         secs = record.get("epoch_seconds", 0.0)
         values = [
             f"{record['epoch']:>10d}",
-            f"{record.get('train_loss', float('nan')):>10.4f}",
-            f"{record.get('valid_loss', float('nan')):>10.4f}",
-            f"{record.get('valid_' + self.metric, float('nan')):>10.4f}",
+            *(_cell(record.get(key)) for key in ("train_loss", "valid_loss",
+                                                  "valid_" + self.metric)),
             f"{int(secs // 60):>7d}:{int(secs % 60):02d}",
         ]
         print("  ".join(values), file=self.stream, flush=True)
+
+
+def _cell(value: float | None) -> str:
+    """A table cell: the value, or "-" where the run does not measure it (no validation split,
+    or a task without an evaluation loss such as detection), never a made-up NaN."""
+    return f"{'-':>10s}" if value is None else f"{value:>10.4f}"
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
