@@ -55,14 +55,14 @@ class CheckpointDamage(CheckpointError):
         super().__init__(f"checkpoint {path} is damaged: {why}")
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flat_dict(tree: Any, sep: str = "/", prefix: str = "") -> dict[str, Any]:
     """{"a/b/c": leaf} of a nested dict (None is an empty subtree, as in jax and orbax)."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}/"))
+            out.update(flat_dict(v, sep, f"{prefix}{k}{sep}"))
         return out
-    return {} if tree is None else {prefix.rstrip("/"): tree}
+    return {} if tree is None else {prefix[:-len(sep)]: tree}
 
 
 def _sha256(leaf: Any) -> str:
@@ -75,7 +75,7 @@ def _sha256(leaf: Any) -> str:
 def tree_digests(tree: dict[str, Any]) -> dict[str, str]:
     """sha256 of every array of a nested dict of host arrays (dtype, shape and bytes),
     keyed by path; written into a checkpoint's meta at save time."""
-    flat = _flat(tree)
+    flat = flat_dict(tree)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         return dict(zip(flat, pool.map(_sha256, flat.values()), strict=True))
 
@@ -156,7 +156,7 @@ def verify_tree(tree: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     """CheckpointDamage unless the host arrays `tree` restored from `path` match the digests
     in `meta` (checkpoints written before digests existed have none) and the parameters and
     BatchNorm statistics are finite."""
-    flat = _flat(tree)
+    flat = flat_dict(tree)
     expected = meta.get(DIGESTS)
     if expected is not None:
         got = tree_digests(tree)

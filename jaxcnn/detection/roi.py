@@ -41,7 +41,9 @@ def _pair(size) -> tuple[int, int]:
     return ph, pw
 
 
-def _check(features, boxes, output_size, where: str) -> tuple[int, int]:
+def _check(features, boxes, output_size, where: str
+           ) -> tuple[int, int, jax.Array, jax.Array]:
+    """(PH, PW, float features, float32 rois) after checking the shapes and box rows."""
     fs, bs = jnp.shape(features), jnp.shape(boxes)
     if len(fs) != 4:
         raise InputError(f"{where}: features must be NHWC [N, H, W, C]; got shape {fs}.")
@@ -65,7 +67,10 @@ def _check(features, boxes, output_size, where: str) -> tuple[int, int]:
                 f"{where}: boxes row {i} names batch index {b[i, 0]:g}, but features hold "
                 f"{fs[0]} image(s)."
             )
-    return ph, pw
+    features = jnp.asarray(features)
+    if not jnp.issubdtype(features.dtype, jnp.floating):
+        features = features.astype(jnp.float32)
+    return ph, pw, features, jnp.asarray(boxes, jnp.float32)
 
 
 class _Geometry(NamedTuple):
@@ -204,11 +209,7 @@ def roi_align(
     """RoI Align: average of bilinear samples on a sampling_ratio x sampling_ratio grid per
     output bin (adaptive ceil(roi_size / output_size) when <= 0); `aligned=True` shifts the
     boxes by -0.5 pixel (Detectron2). [N, H, W, C] x [K, 5] -> [K, PH, PW, C]."""
-    ph, pw = _check(features, boxes, output_size, "roi_align")
-    features = jnp.asarray(features)
-    if not jnp.issubdtype(features.dtype, jnp.floating):
-        features = features.astype(jnp.float32)
-    rois = jnp.asarray(boxes, jnp.float32)
+    ph, pw, features, rois = _check(features, boxes, output_size, "roi_align")
     if rois.shape[0] == 0:
         return jnp.zeros((0, ph, pw, features.shape[-1]), features.dtype)
     geo = _Geometry(
@@ -251,11 +252,7 @@ def roi_pool(
     """RoI max pooling: box corners rounded to feature cells (C round), each of PH x PW bins
     (floor/ceil edges, clipped to the map) max-pooled; an empty bin gives 0.
     [N, H, W, C] x [K, 5] -> [K, PH, PW, C]."""
-    ph, pw = _check(features, boxes, output_size, "roi_pool")
-    features = jnp.asarray(features)
-    if not jnp.issubdtype(features.dtype, jnp.floating):
-        features = features.astype(jnp.float32)
-    rois = jnp.asarray(boxes, jnp.float32)
+    ph, pw, features, rois = _check(features, boxes, output_size, "roi_pool")
     if rois.shape[0] == 0:
         return jnp.zeros((0, ph, pw, features.shape[-1]), features.dtype)
     return _roi_pool(features, rois, (ph, pw), float(spatial_scale))

@@ -108,8 +108,23 @@ class LayerRow:
         return self.kind + "".join(f" +{f}" for f in self.fused)
 
 
+class _Rows:
+    """A table's `rows` as a sequence: iteration, len() and indexing give the `LayerRow`s."""
+
+    rows: tuple[LayerRow, ...]
+
+    def __iter__(self) -> Iterator[LayerRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> LayerRow:
+        return self.rows[index]
+
+
 @dataclasses.dataclass(frozen=True)
-class Summary:
+class Summary(_Rows):
     """Rows of a model summary plus totals; iterating gives the `LayerRow`s and `str()` the
     table."""
 
@@ -125,15 +140,6 @@ class Summary:
     activations: int  # forward values for the batch, input included
     activation_bytes: int
     training_bytes_per_image: int | None  # residuals kept for the backward pass
-
-    def __iter__(self) -> Iterator[LayerRow]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> LayerRow:
-        return self.rows[index]
 
     @property
     def batch_size(self) -> int:
@@ -799,20 +805,11 @@ def _num(v: float) -> float | int:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReceptiveFields:
+class ReceptiveFields(_Rows):
     """Per-layer receptive fields: `rows` are the summary's rows; `str()` gives the table."""
 
     model: str
     rows: tuple[LayerRow, ...]
-
-    def __iter__(self) -> Iterator[LayerRow]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> LayerRow:
-        return self.rows[index]
 
     def __str__(self) -> str:
         pair = lambda v: "x".join(f"{x:g}" for x in v) if v else "-"

@@ -87,6 +87,8 @@ def committed_steps(workdir: Path) -> list[int]:
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} of a config dict; unlike rundir.flat_dict a None value is kept (a
+    config key set to None is a value to compare)."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
