@@ -6,7 +6,7 @@ data and schedule; one table row per run with its exact command.
     nice -n 10 python bench/ablations.py --data /work/data/cifar10 [--groups act,init]
         [--out bench/ablations.json]
 
-Single runs of 6 epochs (early stopping: up to 12 at a constant rate): differences of about
+Single runs of 6 epochs (early stopping: up to 25, in a setting that overfits): differences of about
 a point of test accuracy are within seed noise; the table shows the large effects (zero init,
 sigmoid, no BN) and the direction of the small ones."""
 
