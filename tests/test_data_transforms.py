@@ -6,6 +6,7 @@ statistically; reduced-size JPEG decoding stays close to full decoding."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 from pathlib import Path
@@ -125,6 +126,36 @@ def test_draft_decodes_large_jpegs_at_reduced_size_close_to_full_decode():
     assert ev.size == (400, 300)  # the centre crop still spans >= 224 decoded pixels
     exact_eval = T.resize_center_crop(Image.open(io.BytesIO(data)), 256, 224)
     assert np.abs(fast_eval.astype(int) - exact_eval).mean() < 2.0
+
+
+def _reference(data: bytes, t: T.ImageTransform, seed: int) -> np.ndarray:
+    """The transform applied the plain way: full decode, array flip (torchvision's order)."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    if not t.train:
+        return T.resize_center_crop(img, t.resize or t.size, t.size)
+    rng = random.Random(seed)
+    params = T.random_resized_crop_params(rng, img.size[1], img.size[0])
+    out = T.resized_crop(img, *params, t.size)
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_decoding_only_the_rows_above_the_crop_equals_a_full_decode(draft):
+    data = _jpeg(700, 500, seed=5)  # crops end above the last row: decoding stops early
+    for seed in range(12):
+        train = T.ImageTransform(train=True, size=64, random_resized_crop=True, flip=True,
+                                 draft=draft)
+        ref = _reference(data, dataclasses.replace(train, draft=False), seed)
+        got = train(data, random.Random(seed))
+        if draft:  # a reduced-size decode is close, not equal; the rows must still be right
+            assert np.abs(got.astype(int) - ref).mean() < 2.0
+        else:
+            np.testing.assert_array_equal(got, ref)
+    ev = T.ImageTransform(size=224, resize=256, draft=False)
+    np.testing.assert_array_equal(ev(data), _reference(data, ev, 0))
+    with pytest.raises(OSError, match="truncated"):  # the rows the crop needs are missing
+        T.resized_crop(Image.open(io.BytesIO(data[:len(data) // 3])), 600, 0, 100, 100, 64)
 
 
 def test_image_transform_is_a_pure_function_of_its_rng_and_handles_grayscale():

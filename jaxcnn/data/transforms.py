@@ -1,5 +1,6 @@
 """Host-side image transforms. For the input pipeline, run per example in its worker
-processes: decode (with PIL's reduced-size JPEG `draft` when the output is much smaller),
+processes: decode (with PIL's reduced-size JPEG `draft` when the output is much smaller, and
+only the rows above the region used),
 torchvision's RandomResizedCrop (10-attempt sampling and central fallback) and horizontal flip
 for training, Resize(shorter side) + CenterCrop for evaluation, RandomCrop with zero padding
 (`ImageTransform`, uint8 out; normalization happens on the device). For inference,
@@ -125,6 +126,35 @@ def _draft(img: Image.Image, mode: str, region: tuple[float, float], size: tuple
     return 1.0, 1.0
 
 
+def _decode_rows(img: Image.Image, stop: float) -> None:
+    """Decode only the top rows [0, ceil(stop)) of a not yet loaded baseline/progressive JPEG
+    (the scanlines libjpeg returns first; each is final once returned, so these rows equal a
+    full decode's); the rows below stay unset and must not be read. A no-op for other images
+    or when every row is needed. A file truncated before `stop` raises, as PIL's `load`."""
+    rows = math.ceil(stop)
+    tile = getattr(img, "tile", None)  # encoded and not yet loaded: an ImageFile's tile
+    if (img.format != "JPEG" or not tile or len(tile) != 1 or tile[0][0] != "jpeg"
+            or rows >= img.size[1] or img.fp is None):
+        return
+    name, _, offset, args = tile[0]
+    img.load_prepare()
+    decoder = Image._getdecoder(img.mode, name, args, img.decoderconfig)
+    try:
+        decoder.setimage(img.im, (0, 0, img.size[0], rows))
+        img.fp.seek(offset)
+        # libjpeg stops after `rows` scanlines and then reports the unread rest (n < 0);
+        # n >= 0 means it asked for more data than the file holds.
+        consumed, _ = decoder.decode(img.fp.read())
+    finally:
+        decoder.cleanup()
+    img.tile = []
+    if getattr(img, "_exclusive_fp", False):  # opened from a path: close it, as `load` does
+        img.fp.close()
+        img.fp = None
+    if consumed >= 0:
+        raise OSError("image file is truncated")
+
+
 def _as_mode(img: Image.Image, mode: str) -> Image.Image:
     img = to_8bit(img)  # 16-bit grayscale: scaled, where PIL's convert clips to white
     return img if img.mode == mode else img.convert(mode)
@@ -135,21 +165,34 @@ def _to_array(img: Image.Image) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def _box_rows(box_bottom: float, box_height: float, out_height: int) -> float:
+    """Rows of the source that PIL's bilinear `resize(..., box)` reads: its filter reaches
+    0.5 + half a source-per-output step below the box (support 1 x the reduction factor)."""
+    return box_bottom + 0.5 * max(box_height / out_height, 1.0) + 1.5
+
+
 def resized_crop(img: Image.Image, top: int, left: int, height: int, width: int, size: int,
                  *, channels: int = 3, draft: bool = False) -> np.ndarray:
     """torchvision's `resized_crop` on a PIL image: crop (top, left, height, width), then
     resize to size x size, bilinear with PIL's antialiasing. With `draft`, a JPEG is decoded
     at reduced scale when the crop keeps at least `size` pixels (an approximation)."""
+    return _to_array(_resized_crop_image(img, top, left, height, width, size, channels=channels,
+                                         draft=draft))
+
+
+def _resized_crop_image(img: Image.Image, top: int, left: int, height: int, width: int,
+                        size: int, *, channels: int = 3, draft: bool = False) -> Image.Image:
     mode = _mode(channels)
     fx, fy = _draft(img, mode, (width, height), (size, size)) if draft else (1.0, 1.0)
-    img = _as_mode(img, mode)
     if (fx, fy) != (1.0, 1.0):
         box = (left * fx, top * fy, (left + width) * fx, (top + height) * fy)
-        return _to_array(img.resize((size, size), Image.BILINEAR, box=box))
-    crop = img.crop((left, top, left + width, top + height))
+        _decode_rows(img, _box_rows(box[3], box[3] - box[1], size))
+        return _as_mode(img, mode).resize((size, size), Image.BILINEAR, box=box)
+    _decode_rows(img, top + height)  # a crop reads nothing below its box
+    crop = _as_mode(img, mode).crop((left, top, left + width, top + height))
     if crop.size != (size, size):
         crop = crop.resize((size, size), Image.BILINEAR)
-    return _to_array(crop)
+    return crop
 
 
 def resize_center_crop(img: Image.Image, resize: int, crop: int, *, channels: int = 3,
@@ -165,14 +208,14 @@ def resize_center_crop(img: Image.Image, resize: int, crop: int, *, channels: in
         return center_crop(_to_array(img.resize((new_w, new_h), Image.BILINEAR)), crop)
     fx, fy = (_draft(img, mode, (full_w * crop / new_w, full_h * crop / new_h), (crop, crop))
               if draft else (1.0, 1.0))
-    img = _as_mode(img, mode)
-    if (new_h, new_w) == (full_h, full_w):
-        top, left = center_crop_anchor(new_h, new_w, crop)
-        return _to_array(img.crop((left, top, left + crop, top + crop)))
     top, left = center_crop_anchor(new_h, new_w, crop)
+    if (new_h, new_w) == (full_h, full_w):
+        _decode_rows(img, top + crop)
+        return _to_array(_as_mode(img, mode).crop((left, top, left + crop, top + crop)))
     sx, sy = full_w / new_w * fx, full_h / new_h * fy
     box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
-    return _to_array(img.resize((crop, crop), Image.BILINEAR, box=box))
+    _decode_rows(img, _box_rows(box[3], box[3] - box[1], crop))
+    return _to_array(_as_mode(img, mode).resize((crop, crop), Image.BILINEAR, box=box))
 
 
 def pad_random_crop(rng: random.Random, array: np.ndarray, padding: int) -> np.ndarray:
@@ -245,8 +288,15 @@ class ImageTransform:
             width, height = img.size
             top, left, h, w = random_resized_crop_params(rng, height, width, self.scale,
                                                          self.ratio)
-            out = resized_crop(img, top, left, h, w, self.size, channels=self.channels,
-                               draft=self.draft)
+            crop = _resized_crop_image(img, top, left, h, w, self.size, channels=self.channels,
+                                       draft=self.draft)
+            if self.flip and not self.crop_padding:
+                # Flip the PIL image, as torchvision does: a negative-stride view costs ~6x
+                # PIL's transpose when the batch is stacked (3-byte strided copies).
+                if rng.random() < 0.5:
+                    crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                return _to_array(crop)
+            out = _to_array(crop)
         elif self.size:
             out = resize_center_crop(img, self.resize or self.size, self.size,
                                      channels=self.channels, draft=self.draft)
