@@ -136,6 +136,9 @@ def _decode_rows(img: Image.Image, stop: float) -> None:
     if (img.format != "JPEG" or not tile or len(tile) != 1 or tile[0][0] != "jpeg"
             or rows >= img.size[1] or img.fp is None):
         return
+    if not (hasattr(Image, "_getdecoder") and hasattr(img, "load_prepare")
+            and hasattr(img, "decoderconfig")):  # Pillow internals moved: decode it all
+        return
     name, _, offset, args = tile[0]
     img.load_prepare()
     decoder = Image._getdecoder(img.mode, name, args, img.decoderconfig)
