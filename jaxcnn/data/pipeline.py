@@ -58,7 +58,10 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "data.batch_size")
     if batch_size <= 0 or batch_size % n or batch_size % jax.process_count():
         raise ConfigError(
             f"{what}={batch_size} must be a positive multiple of the number of devices "
-            f"({n}) so every device gets the same share; use e.g. {max(n, batch_size // n * n)}."
+            f"({n}) so every device gets the same share; use e.g. {max(n, batch_size // n * n)}"
+            + (" (on the CPU the device count is XLA_FLAGS' "
+               "--xla_force_host_platform_device_count or JAX_NUM_CPU_DEVICES)."
+               if mesh.devices.flat[0].platform == "cpu" else ".")
         )
 
 
