@@ -242,3 +242,13 @@ def test_parse_voc_xml_reports_missing_fields(tmp_path):
         ok.write_text("<annotation><filename>y.png</filename></annotation>")
         rec = parse_voc_xml(ok)
     assert rec.boxes.shape == (0, 4) and rec.image.name == "y.png"
+
+
+def test_a_16_bit_grayscale_photo_is_scaled_to_8_bits_not_clipped(tmp_path):
+    write_image(tmp_path, FLAT, "a", (16, 16), [("dog", 2, 2, 12, 12, 0)], "train")
+    write_image(tmp_path, FLAT, "t", (16, 16), [("dog", 2, 2, 12, 12, 0)], "test")
+    mid = np.full((16, 16), 32896, np.uint16)  # 128 * 257: mid-grey in 16 bits
+    Image.fromarray(mid).save(tmp_path / "images" / "a.png")  # a 16-bit PNG (mode I;16)
+    assert Image.open(tmp_path / "images" / "a.png").mode.startswith("I")
+    splits = load_voc(str(tmp_path), image_size=16)
+    assert np.unique(splits.train.arrays["image"]).tolist() == [128]  # PIL's convert gives 255

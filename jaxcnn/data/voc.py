@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcnn.data.images import to_8bit
 from jaxcnn.data.sources import Source, Splits, _carve_valid, register_source, subset_indices
 from jaxcnn.errors import DatasetError
 
@@ -169,7 +170,8 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     with Image.open(path) as img:
         original = img.size  # (width, height) of the file, which the boxes refer to
         img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size (faster)
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        # 16-bit grayscale scaled to 8 bits (PIL's convert would clip it to white)
+        img = to_8bit(img).convert("RGB").resize((size, size), Image.BILINEAR)
         return np.asarray(img, np.uint8), original
 
 
