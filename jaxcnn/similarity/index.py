@@ -157,7 +157,8 @@ def _read_part(part: Path, dim: int, count: int | None = None
     if not part.is_file():
         raise IndexDamage(part, "meta.json lists it but the file is missing")
     try:
-        with np.load(part, allow_pickle=False) as z:
+        # The file is ours to close: np.load leaks its handle when the zip is unreadable.
+        with open(part, "rb") as f, np.load(f, allow_pickle=False) as z:
             paths = [str(p) for p in z["paths"]]
             emb = np.asarray(z["embeddings"], np.float32)
     except Exception as err:  # BadZipFile, EOFError, KeyError, ValueError, zlib.error, ...
