@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 
@@ -20,6 +21,10 @@ from jaxcnn.errors import ConfigError
 
 GOLDEN = np.load(Path(__file__).parent / "golden" / "transforms.npz")
 N_IMAGES = 4
+# The goldens were made by torchvision on Pillow 13, whose resize rounds differently from
+# Pillow 10.4-12.2 (pyproject allows >= 10.4) by at most one level: bit for bit there, else
+# within 1 (torchvision on an older Pillow calls the same PIL resize as jaxcnn).
+PIL_TOLERANCE = 0 if int(PIL.__version__.split(".")[0]) >= 13 else 1
 
 
 def golden_image(i: int) -> Image.Image:
@@ -33,7 +38,7 @@ def test_resized_crop_equals_torchvision_v2_on_pil_bit_for_bit(i):
     for params, want, want_tensor in zip(GOLDEN[f"rrc_params_{i}"], GOLDEN[f"rrc_pil_{i}"],
                                          GOLDEN[f"rrc_tensor_{i}"], strict=True):
         got = T.resized_crop(img.copy(), *(int(p) for p in params), size)
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, want, rtol=0, atol=PIL_TOLERANCE)
         # torchvision's tensor kernel (uint8 antialiased bilinear) rounds differently.
         assert np.abs(got.astype(int) - want_tensor).max() <= 2
 
