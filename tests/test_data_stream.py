@@ -178,3 +178,44 @@ def test_a_bad_file_or_a_dead_worker_stops_the_stream_with_a_named_error(
                 pass
     finally:
         stream.close()
+
+
+WORKER_SCRIPT = """
+import multiprocessing, sys, time
+sys.path.insert(0, {tests!r})
+from test_data_stream import train_rows
+from jaxcnn.data.stream import BatchStream
+stream = BatchStream(train_rows({records!r}), workers=2)
+next(stream)
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_worker_processes_end_when_the_training_process_is_killed(records):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = WORKER_SCRIPT.format(tests=str(Path(__file__).parent), records=str(records))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) >= 2 and all(_alive(p) for p in workers)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no clean-up code runs in the parent
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), "grain workers outlived a killed run"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -336,6 +337,23 @@ def position_of_state(state: dict) -> int:
     return int(sum(s["next_index"] for s in state["iterators_in_use_states"]))
 
 
+def exit_with_parent(worker_index: int = 0, worker_count: int = 0, *, parent: int,
+                     poll: float = 1.0) -> None:
+    """grain `worker_init_fn` (bound to the training process's pid, `parent`): end this worker
+    process when that process dies (a `kill -9` of the training run gives its workers no
+    goodbye; they would otherwise live on, each holding its memory and shared-memory
+    batches). A daemon thread exits as soon as the worker has another parent, also when the
+    parent died before this worker finished starting."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jaxcnn-exit-with-parent", daemon=True).start()
+
+
 def _ensure_absl_flags() -> None:
     # grain reads absl flags in its worker set-up; outside an absl app they are unparsed.
     from absl import flags
@@ -365,7 +383,8 @@ class BatchStream:
             _ensure_absl_flags()
             _flush_at_exit()
             it = it.mp_prefetch(grain.MultiprocessingOptions(
-                num_workers=workers, per_worker_buffer_size=buffer_size))
+                num_workers=workers, per_worker_buffer_size=buffer_size),
+                worker_init_fn=functools.partial(exit_with_parent, parent=os.getpid()))
         self.dataset = it
         self._it: Any = None
 
