@@ -28,7 +28,8 @@ test-all: $(STAMP)
 # their own virtualenv, on a quick subset of the suite.
 LOWEST := .venv-lowest
 LOWEST_TESTS := tests/test_train_steps.py tests/test_train_checkpoint.py \
-	tests/test_similarity_search.py tests/test_pretrained_weights.py tests/test_data_sources.py
+	tests/test_similarity_search.py tests/test_pretrained_weights.py tests/test_data_sources.py \
+	tests/test_data_transforms.py tests/test_data_stream.py
 test-lowest:
 	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install -q --upgrade pip
