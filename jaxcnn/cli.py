@@ -83,21 +83,17 @@ def _model_report(args: argparse.Namespace) -> int:
 
 
 def _model_options(items: list[str]) -> dict:
-    """{key: value} of KEY=VALUE strings: a Python literal (True, 5, (1, 2)) or else the
-    text itself (prelu, leaky_relu(negative_slope=0.2))."""
-    import ast
-
+    """{key: value} of KEY=VALUE strings, each value read as the `--config.x=y` flags read
+    theirs (`parse_flag_value`)."""
     from jaxcnn.errors import ConfigError
+    from jaxcnn.train.config import parse_flag_value
 
     options = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.isidentifier():
             raise ConfigError(f"--option takes KEY=VALUE (e.g. activation=prelu); got {item!r}.")
-        try:
-            options[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            options[key] = raw
+        options[key] = parse_flag_value(raw)
     return options
 
 

@@ -190,17 +190,22 @@ def split_free_form_flags(argv: list[str]) -> tuple[list[str], list[tuple[str, s
     return rest, pairs
 
 
-def apply_free_form_flags(config: ml_collections.ConfigDict,
-                          pairs: list[tuple[str, str]]) -> None:
-    """Set each (dotted key, raw value) on `config`, the value parsed as a Python literal
-    (16, 0.1, True, (2, 2)), "true"/"false"/"none" in any case, else kept as a string."""
+def parse_flag_value(raw: str) -> Any:
+    """A command-line value: a Python literal (16, 0.1, True, (2, 2)), "true"/"false"/"none"
+    in any case, else the text itself (prelu, leaky_relu(negative_slope=0.2))."""
     import ast
 
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False, "none": None}.get(raw.strip().lower(), raw)
+
+
+def apply_free_form_flags(config: ml_collections.ConfigDict,
+                          pairs: list[tuple[str, str]]) -> None:
+    """Set each (dotted key, raw value) on `config`, the value read by `parse_flag_value`."""
     for key, raw in pairs:
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = {"true": True, "false": False, "none": None}.get(raw.strip().lower(), raw)
+        value = parse_flag_value(raw)
         *groups, leaf = key.split(".")
         with config.unlocked():
             node = config
